@@ -1,0 +1,90 @@
+// swift-tools-version: 6.1
+// The Samokoder realtime gateway: a WebSocket server on libwebsockets with a durable transcript log.
+// Module graph (see docs/architecture.md):
+//   CLWS (C shim over Debian's libwebsockets) <- GatewayCore
+//   TranscriptLog, GatewayProtocol, GatewayAuth, GatewayConfig: leaves, no lws
+//   GatewayCore -> executables `gateway` (and later `gatewayctl`, `gateway-loadtest`)
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "samokoder-gateway",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "gateway", targets: ["gateway"]),
+        .library(name: "TranscriptLog", targets: ["TranscriptLog"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+    ],
+    targets: [
+        // C shim: the only place that sees <libwebsockets.h> macros and variadic functions.
+        .target(
+            name: "CLWS",
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("websockets")]
+        ),
+        // OpenSSL for the test/CLI WebSocket client (wss).
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+
+        // The append-only transcript log: no dependency on the gateway or libwebsockets.
+        .target(name: "TranscriptLog", swiftSettings: swiftSettings),
+        // Wire protocol: strict JSON scanner, client frame decoding, server frame encoding.
+        .target(name: "GatewayProtocol", swiftSettings: swiftSettings),
+        // JWT verification (jwt-kit), principals, roles.
+        .target(
+            name: "GatewayAuth",
+            dependencies: [.product(name: "JWTKit", package: "jwt-kit")],
+            swiftSettings: swiftSettings
+        ),
+        // Configuration: Config/gateway.json + GATEWAY_* environment + flags (swift-configuration).
+        .target(
+            name: "GatewayConfig",
+            dependencies: [.product(name: "Configuration", package: "swift-configuration")],
+            swiftSettings: swiftSettings
+        ),
+        // The server: lws transport, sessions, fan-out, storage thread, HTTP endpoints, metrics.
+        .target(
+            name: "GatewayCore",
+            dependencies: [
+                "CLWS", "TranscriptLog", "GatewayProtocol", "GatewayAuth", "GatewayConfig",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "gateway",
+            dependencies: [
+                "GatewayCore", "GatewayConfig",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // A real WebSocket client (own RFC 6455 framing over POSIX sockets, OpenSSL for wss) for tests and the CLI.
+        .target(name: "GatewayTestSupport", dependencies: ["COpenSSL"], swiftSettings: swiftSettings),
+
+        .testTarget(name: "TranscriptLogTests", dependencies: ["TranscriptLog"], swiftSettings: swiftSettings),
+        .testTarget(name: "GatewayProtocolTests", dependencies: ["GatewayProtocol"], swiftSettings: swiftSettings),
+        .testTarget(name: "GatewayAuthTests", dependencies: ["GatewayAuth"], swiftSettings: swiftSettings),
+        .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "GatewayIntegrationTests",
+            dependencies: ["GatewayCore", "GatewayTestSupport", "TranscriptLog", "GatewayProtocol"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

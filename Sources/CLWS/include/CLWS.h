@@ -1,0 +1,44 @@
+// CLWS: the small C surface Swift needs from Debian's libwebsockets 4.1.6.
+// Swift cannot import function-like macros (LWS_PRE), variadic functions (_lws_log)
+// or the multi-line option macros, so each gets a CLWS_ symbol here. Nothing else.
+#ifndef CLWS_H
+#define CLWS_H
+
+#include <libwebsockets.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/// LWS_PRE: headroom lws needs before every buffer handed to lws_write().
+extern const size_t CLWS_PRE;
+
+/// Forwards one already-formatted line to lws's logger (lwsl_* are variadic macros).
+void CLWS_log(int level, const char *_Nonnull message);
+
+/// Server options used by the gateway (some are multi-bit macros that do not import).
+extern const uint64_t CLWS_OPTION_VALIDATE_UTF8;
+extern const uint64_t CLWS_OPTION_DO_SSL_GLOBAL_INIT;
+extern const uint64_t CLWS_OPTION_DISABLE_IPV6;
+extern const uint64_t CLWS_OPTION_LIBEV;
+extern const uint64_t CLWS_OPTION_EXPLICIT_VHOSTS;
+extern const uint64_t CLWS_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+extern const uint64_t CLWS_OPTION_DISABLE_OS_CA_CERTS;
+
+/// Writes the 2..10-byte server-to-client WebSocket frame header (FIN set, unmasked)
+/// for `opcode` and `length` into `out` (at least 10 bytes). Returns the header length.
+static inline size_t CLWS_frame_header(unsigned char *_Nonnull out, unsigned opcode, uint64_t length) {
+    out[0] = (unsigned char)(0x80u | (opcode & 0x0fu));
+    if (length < 126) {
+        out[1] = (unsigned char)length;
+        return 2;
+    } else if (length <= 0xffff) {
+        out[1] = 126;
+        out[2] = (unsigned char)(length >> 8);
+        out[3] = (unsigned char)length;
+        return 4;
+    }
+    out[1] = 127;
+    for (int i = 0; i < 8; i++) out[2 + i] = (unsigned char)(length >> (56 - 8 * i));
+    return 10;
+}
+
+#endif

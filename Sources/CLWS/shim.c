@@ -1,0 +1,20 @@
+// See include/CLWS.h for why each symbol exists.
+#ifndef _GNU_SOURCE
+#error You must define _GNU_SOURCE
+#endif
+#include "CLWS.h"
+
+const size_t CLWS_PRE = LWS_PRE;
+
+void CLWS_log(int level, const char *message) { _lws_log(level, "%s\n", message); }
+
+const uint64_t CLWS_OPTION_VALIDATE_UTF8 = LWS_SERVER_OPTION_VALIDATE_UTF8;
+const uint64_t CLWS_OPTION_DO_SSL_GLOBAL_INIT = LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+const uint64_t CLWS_OPTION_DISABLE_IPV6 = LWS_SERVER_OPTION_DISABLE_IPV6;
+const uint64_t CLWS_OPTION_LIBEV = LWS_SERVER_OPTION_LIBEV;
+const uint64_t CLWS_OPTION_EXPLICIT_VHOSTS = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+const uint64_t CLWS_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE =
+    LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+const uint64_t CLWS_OPTION_DISABLE_OS_CA_CERTS = LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
+
+_Static_assert(LWS_PRE >= 10, "LWS_PRE must leave room for a WebSocket frame header");
