@@ -16,6 +16,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "gateway", targets: ["gateway"]),
+        .executable(name: "gatewayctl", targets: ["gatewayctl"]),
         .library(name: "TranscriptLog", targets: ["TranscriptLog"]),
     ],
     dependencies: [
@@ -71,6 +72,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "gatewayctl",
+            dependencies: [
+                "GatewayAuth", "GatewayConfig",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -78,6 +88,7 @@ let package = Package(
         .target(name: "GatewayTestSupport", dependencies: ["COpenSSL"], swiftSettings: swiftSettings),
 
         .testTarget(name: "TranscriptLogTests", dependencies: ["TranscriptLog"], swiftSettings: swiftSettings),
+        .testTarget(name: "WebSocketClientTests", dependencies: ["GatewayTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayProtocolTests", dependencies: ["GatewayProtocol"], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayAuthTests", dependencies: ["GatewayAuth"], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"], swiftSettings: swiftSettings),

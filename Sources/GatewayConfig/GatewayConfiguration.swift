@@ -1,0 +1,313 @@
+/// The gateway's effective configuration: `Config/gateway.json` (or no file), overridden by `GATEWAY_*`
+/// environment variables, overridden by command-line overrides. Every key is documented in
+/// `Config/README.md`; ``load(configFile:environment:overrides:)`` validates all of them.
+///
+/// `description` is ``redactedDescription``: the HS256 secret never appears in it.
+public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
+    /// Listening sockets. The first is `listen.host`/`listen.port` (TLS with `tls.cert` + `tls.key`);
+    /// the rest come from `listen.additional` in the file.
+    public var listeners: [ListenerConfig]
+    /// `data.dir`: the transcript log directory.
+    public var dataDir: String
+    /// `storage.fsync` (+ `storage.fsync_interval_ms`): when appended records are flushed to disk.
+    public var fsync: FsyncPolicy
+    /// `storage.segment_max_bytes`: size at which the log starts a new segment file.
+    public var segmentMaxBytes: Int
+    /// `storage.retention_max_age_seconds`: segments older than this are removed; `nil` keeps them.
+    public var retentionMaxAgeSeconds: Int?
+    /// `storage.retention_max_total_bytes`: oldest segments are removed above this total; `nil` keeps them.
+    public var retentionMaxTotalBytes: Int?
+    /// `storage.skip_damaged_records`: start even if the log has damage in the middle (operator decision).
+    public var skipDamagedRecords: Bool
+    /// `auth.*`: token verification settings (the gateway maps them to GatewayAuth's configuration).
+    public var auth: AuthSettings
+    /// `limits.*`: per-connection and per-subject limits.
+    public var limits: LimitSettings
+    /// `rate_limits.*`: publish rate limits per tier and per role.
+    public var rateLimits: RateLimitSettings
+    /// `origins.*`: the browser `Origin` allow-list.
+    public var origins: OriginSettings
+    /// `shutdown.deadline_seconds`: how long a graceful shutdown may take before the process exits anyway.
+    public var shutdownDeadlineSeconds: Double
+    /// `log.level`: one of `trace`, `debug`, `info`, `notice`, `warning`, `error`, `critical`.
+    public var logLevel: String
+    /// `diag.echo`: enable the diagnostic echo endpoint (for the Autobahn conformance run only).
+    public var diagEcho: Bool
+    /// `metrics.enabled`: serve `GET /metrics`.
+    public var metricsEnabled: Bool
+    /// `GATEWAY_*` environment variables that matched no key (likely typos); the gateway should warn about them.
+    public var unrecognizedEnvironmentVariables: [String]
+
+    /// The configuration that ``load(configFile:environment:overrides:)`` yields with no file and no
+    /// overrides, except that ``AuthSettings/hs256Secret`` is `nil` here (it has no default).
+    public static let defaults = GatewayConfiguration(
+        listeners: [ListenerConfig(host: "127.0.0.1", port: 8080, tls: nil)],
+        dataDir: "./data",
+        fsync: .always,
+        segmentMaxBytes: 64 * 1024 * 1024,
+        retentionMaxAgeSeconds: nil,
+        retentionMaxTotalBytes: nil,
+        skipDamagedRecords: false,
+        auth: AuthSettings(),
+        limits: LimitSettings(),
+        rateLimits: RateLimitSettings(),
+        origins: OriginSettings(),
+        shutdownDeadlineSeconds: 10,
+        logLevel: "info",
+        diagEcho: false,
+        metricsEnabled: true,
+        unrecognizedEnvironmentVariables: []
+    )
+
+    /// Creates a configuration from its parts; prefer ``load(configFile:environment:overrides:)``, which validates.
+    public init(
+        listeners: [ListenerConfig],
+        dataDir: String,
+        fsync: FsyncPolicy,
+        segmentMaxBytes: Int,
+        retentionMaxAgeSeconds: Int?,
+        retentionMaxTotalBytes: Int?,
+        skipDamagedRecords: Bool,
+        auth: AuthSettings,
+        limits: LimitSettings,
+        rateLimits: RateLimitSettings,
+        origins: OriginSettings,
+        shutdownDeadlineSeconds: Double,
+        logLevel: String,
+        diagEcho: Bool,
+        metricsEnabled: Bool,
+        unrecognizedEnvironmentVariables: [String] = []
+    ) {
+        self.listeners = listeners
+        self.dataDir = dataDir
+        self.fsync = fsync
+        self.segmentMaxBytes = segmentMaxBytes
+        self.retentionMaxAgeSeconds = retentionMaxAgeSeconds
+        self.retentionMaxTotalBytes = retentionMaxTotalBytes
+        self.skipDamagedRecords = skipDamagedRecords
+        self.auth = auth
+        self.limits = limits
+        self.rateLimits = rateLimits
+        self.origins = origins
+        self.shutdownDeadlineSeconds = shutdownDeadlineSeconds
+        self.logLevel = logLevel
+        self.diagEcho = diagEcho
+        self.metricsEnabled = metricsEnabled
+        self.unrecognizedEnvironmentVariables = unrecognizedEnvironmentVariables
+    }
+
+    /// Same as ``redactedDescription``.
+    public var description: String { redactedDescription }
+    /// Same as ``redactedDescription``.
+    public var debugDescription: String { redactedDescription }
+}
+
+extension GatewayConfiguration: CustomReflectable {
+    /// Mirrors the redacted description, so `dump(_:)` cannot print the secret.
+    public var customMirror: Mirror { Mirror(self, children: ["redacted": redactedDescription]) }
+}
+
+/// One listening socket.
+public struct ListenerConfig: Sendable, Equatable {
+    /// The IP address (or host name) to bind exactly.
+    public var host: String
+    /// The TCP port; 0 asks the OS for an ephemeral port.
+    public var port: Int
+    /// TLS certificate and key; `nil` for plain `ws://`.
+    public var tls: TLSConfig?
+
+    /// Creates a listener.
+    public init(host: String, port: Int, tls: TLSConfig?) {
+        self.host = host
+        self.port = port
+        self.tls = tls
+    }
+}
+
+/// PEM paths of a TLS listener's certificate (chain) and private key. The paths are not secret; the key
+/// file's contents are, and this module never reads them.
+public struct TLSConfig: Sendable, Equatable {
+    /// Path of the PEM certificate (chain).
+    public var certPath: String
+    /// Path of the PEM private key.
+    public var keyPath: String
+
+    /// Creates a TLS configuration.
+    public init(certPath: String, keyPath: String) {
+        self.certPath = certPath
+        self.keyPath = keyPath
+    }
+}
+
+extension GatewayConfiguration {
+    /// `storage.fsync`: when the transcript log flushes appended records to stable storage.
+    /// (Nested because TranscriptLog has its own `FsyncPolicy`; the gateway maps one to the other.)
+    public enum FsyncPolicy: Sendable, Equatable {
+        /// fdatasync before acking (group commit); survives power loss. The default.
+        case always
+        /// fdatasync at most every `milliseconds`; acks may precede it, so an OS crash or power loss can lose
+        /// up to the interval of acked events (a `kill -9` loses nothing).
+        case interval(milliseconds: Int)
+        /// Never fsync; the OS flushes when it likes. For benchmarks and throwaway data only.
+        case never
+    }
+}
+
+/// `auth.*`: the token verification settings, kept free of GatewayAuth types; the gateway maps them.
+public struct AuthSettings: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
+    /// `auth.hs256_secret` (secret): the HS256 shared secret, at least 32 bytes; required unless public keys are configured.
+    public var hs256Secret: String?
+    /// `auth.hs256_kid`: the `kid` that selects the shared secret, if tokens carry one.
+    public var hs256KeyID: String?
+    /// `auth.public_keys`: RS256/ES256 public keys (file only).
+    public var publicKeys: [PublicKeySettings]
+    /// `auth.leeway_seconds`: clock skew accepted on `exp`/`nbf`/`iat`.
+    public var leewaySeconds: Int
+    /// `auth.audience`: when set, tokens must carry it in `aud`.
+    public var audience: String?
+    /// `auth.issuer`: when set, tokens' `iss` must equal it.
+    public var issuer: String?
+    /// `auth.max_token_bytes`: longer tokens are refused before parsing.
+    public var maxTokenBytes: Int
+
+    /// Creates auth settings; the defaults are the shipped ones.
+    public init(
+        hs256Secret: String? = nil,
+        hs256KeyID: String? = nil,
+        publicKeys: [PublicKeySettings] = [],
+        leewaySeconds: Int = 60,
+        audience: String? = nil,
+        issuer: String? = nil,
+        maxTokenBytes: Int = 8192
+    ) {
+        self.hs256Secret = hs256Secret
+        self.hs256KeyID = hs256KeyID
+        self.publicKeys = publicKeys
+        self.leewaySeconds = leewaySeconds
+        self.audience = audience
+        self.issuer = issuer
+        self.maxTokenBytes = maxTokenBytes
+    }
+
+    /// The settings with the secret shown as `<redacted>`.
+    public var description: String {
+        "AuthSettings(hs256Secret: \(hs256Secret == nil ? "none" : "<redacted>"), hs256KeyID: \(hs256KeyID ?? "none"), "
+            + "publicKeys: \(publicKeys.count), leewaySeconds: \(leewaySeconds), audience: \(audience ?? "none"), "
+            + "issuer: \(issuer ?? "none"), maxTokenBytes: \(maxTokenBytes))"
+    }
+
+    /// Same as ``description``.
+    public var debugDescription: String { description }
+}
+
+extension AuthSettings: CustomReflectable {
+    /// Mirrors the redacted description, so `dump(_:)` cannot print the secret.
+    public var customMirror: Mirror { Mirror(self, children: ["redacted": description]) }
+}
+
+/// One entry of `auth.public_keys`.
+public struct PublicKeySettings: Sendable, Equatable {
+    /// The pinned algorithm of a public key.
+    public enum Algorithm: String, Sendable, Equatable, CaseIterable {
+        /// RSA PKCS#1 v1.5 with SHA-256.
+        case rs256 = "RS256"
+        /// ECDSA P-256 with SHA-256.
+        case es256 = "ES256"
+    }
+
+    /// `kid`: the key id that selects this key, or `nil`.
+    public var kid: String?
+    /// `alg`: `RS256` or `ES256`.
+    public var algorithm: Algorithm
+    /// `pem_path`: the PEM file with the public key or certificate.
+    public var pemPath: String
+
+    /// Creates a public key entry.
+    public init(kid: String?, algorithm: Algorithm, pemPath: String) {
+        self.kid = kid
+        self.algorithm = algorithm
+        self.pemPath = pemPath
+    }
+}
+
+/// `limits.*`.
+public struct LimitSettings: Sendable, Equatable {
+    /// `limits.max_message_bytes`: largest inbound message (close 1009 above it).
+    public var maxMessageBytes: Int = 1_048_576
+    /// `limits.auth_timeout_seconds`: time allowed between connect and `hello`.
+    public var authTimeoutSeconds: Double = 5
+    /// `limits.max_sessions_per_connection`: sessions one connection may join at once.
+    public var maxSessionsPerConnection: Int = 64
+    /// `limits.outbound_buffer_bytes`: per-connection outbound buffer (durable overflow closes 4009).
+    public var outboundBufferBytes: Int = 4 * 1_048_576
+    /// `limits.max_connections_per_sub`: concurrent connections per token subject.
+    public var maxConnectionsPerSub: Int = 32
+    /// `limits.handshake_timeout_seconds`: time allowed for the TLS/HTTP upgrade handshake.
+    public var handshakeTimeoutSeconds: Double = 10
+    /// `limits.token_recheck_seconds`: how often connected tokens are re-checked for expiry.
+    public var tokenRecheckSeconds: Double = 30
+    /// `limits.replay_chunk_events`: events read from the log per replay chunk.
+    public var replayChunkEvents: Int = 256
+
+    /// Creates the default limits.
+    public init() {}
+}
+
+extension GatewayConfiguration {
+    /// A token bucket: `ratePerSecond` refill, `burst` capacity. A rate of 0 means unlimited.
+    public struct RateLimit: Sendable, Equatable {
+        /// Tokens added per second; 0 means unlimited.
+        public var ratePerSecond: Double
+        /// Bucket capacity (the largest burst).
+        public var burst: Int
+
+        /// No limit.
+        public static let unlimited = RateLimit(ratePerSecond: 0, burst: 0)
+
+        /// Whether this is no limit at all.
+        public var isUnlimited: Bool { ratePerSecond == 0 }
+
+        /// Creates a rate limit.
+        public init(ratePerSecond: Double, burst: Int) {
+            self.ratePerSecond = ratePerSecond
+            self.burst = burst
+        }
+    }
+}
+
+/// `rate_limits.*`: publish rate limits, applied per connection.
+public struct RateLimitSettings: Sendable, Equatable {
+    /// `rate_limits.tiers`: limits by the token's `tier` claim (file only).
+    public var tiers: [String: GatewayConfiguration.RateLimit] = [:]
+    /// `rate_limits.roles.<role>`: the limit for tokens whose tier is absent or not in ``tiers``, keyed by
+    /// role name (`user`, `agent`, `operator`).
+    public var roleDefaults: [String: GatewayConfiguration.RateLimit] = [
+        "user": GatewayConfiguration.RateLimit(ratePerSecond: 20, burst: 40),
+        "agent": .unlimited,
+        "operator": .unlimited,
+    ]
+    /// `rate_limits.strikes_before_close`: `rate_limited` errors a connection may get before it is closed with 4008.
+    public var strikesBeforeClose: Int = 20
+
+    /// Creates the shipped defaults: users 20/s burst 40, agents and operators unlimited, 20 strikes.
+    public init() {}
+
+    /// The limit for a token: its tier's if the tier is configured, else its role's; `nil` means unlimited.
+    /// - Parameters:
+    ///   - tier: The token's `tier` claim.
+    ///   - role: The token's role name.
+    /// - Returns: The limit, or `nil` for none.
+    public func limit(tier: String?, role: String) -> GatewayConfiguration.RateLimit? {
+        let limit = tier.flatMap { tiers[$0] } ?? roleDefaults[role] ?? .unlimited
+        return limit.isUnlimited ? nil : limit
+    }
+}
+
+/// `origins.*`.
+public struct OriginSettings: Sendable, Equatable {
+    /// `origins.allow_list`: exact `Origin` values allowed to connect; empty allows every origin (development).
+    public var allowList: [String] = []
+
+    /// Creates settings with an empty allow-list.
+    public init() {}
+}

@@ -1,0 +1,111 @@
+import CLWS
+import Foundation
+import GatewayAuth
+import GatewayProtocol
+import Logging
+
+extension GatewayServer {
+    /// Plain HTTP on the same listeners: health, readiness, metrics and the operators' session listing.
+    /// Everything else is 404; methods other than GET are 405.
+    func httpRequest(_ wsi: OpaquePointer, input: UnsafeMutableRawPointer?, len: Int) -> Int32 {
+        guard lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0 else {
+            return respond(wsi, status: 405, body: "method not allowed\n")
+        }
+        let path = self.path(wsi) ?? ""
+        switch path {
+        case "/healthz":
+            return respond(wsi, status: 200, body: "ok\n")
+        case "/readyz":
+            return isReady ? respond(wsi, status: 200, body: "ready\n") : respond(wsi, status: 503, body: draining ? "draining\n" : "starting\n")
+        case "/metrics":
+            flushCounters()
+            return respond(wsi, status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
+        case "/v1/sessions":
+            guard let auth = header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, max: config.auth.maxTokenBytes + 16),
+                auth.lowercased().hasPrefix("bearer ")
+            else {
+                return respond(wsi, status: 401, contentType: "application/json", body: Array(#"{"error":"unauthorized","message":"Bearer token with role operator required"}"#.utf8) + [10])
+            }
+            let token = String(auth.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+            do {
+                let p = try verifier.verifySync(token)
+                guard p.role == .operator else {
+                    return respond(wsi, status: 403, contentType: "application/json", body: jsonError("forbidden", "role operator required"))
+                }
+                return respond(wsi, status: 200, contentType: "application/json", body: sessionsJSON())
+            } catch {
+                metrics.authFailures.increment()
+                return respond(wsi, status: 401, contentType: "application/json", body: jsonError("unauthorized", error.reason))
+            }
+        default:
+            return respond(wsi, status: 404, body: "not found\n")
+        }
+    }
+
+    private func jsonError(_ code: String, _ message: String) -> [UInt8] {
+        var out: [UInt8] = []
+        JSONText.appendObject(into: &out, [("error", .string(code)), ("message", .string(message))])
+        out.append(10)
+        return out
+    }
+
+    /// `GET /v1/sessions`: live sessions with subscribers by role, head seq and last event time.
+    func sessionsJSON() -> [UInt8] {
+        var out: [UInt8] = Array(#"{"sessions":["#.utf8)
+        var first = true
+        for (id, live) in sessions.sorted(by: { $0.key < $1.key }) {
+            var users = 0, agents = 0, operators = 0
+            for cid in live.subscribers {
+                switch connections[cid]?.principal?.role {
+                case .user: users += 1
+                case .agent: agents += 1
+                case .operator: operators += 1
+                case nil: break
+                }
+            }
+            let summary = log.summary(session: id)
+            let lastMs = max(live.lastEventMs, summary?.lastTimestampMs ?? 0)
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            JSONText.appendObject(
+                into: &out,
+                [
+                    ("session", .string(id)),
+                    ("subscribers", .raw(Array(#"{"user":\#(users),"agent":\#(agents),"operator":\#(operators)}"#.utf8))),
+                    ("head", .int(Int64(summary?.head ?? 0))),
+                    ("last_event_ts", lastMs > 0 ? .string(Timestamp.rfc3339(ms: lastMs)) : .null),
+                ])
+        }
+        out.append(contentsOf: Array(#"],"epoch":"#.utf8))
+        JSONText.appendString(into: &out, log.epoch)
+        out.append(contentsOf: Array("}\n".utf8))
+        return out
+    }
+
+    func respond(_ wsi: OpaquePointer, status: UInt32, contentType: String = "text/plain; charset=utf-8", body: [UInt8]) -> Int32 {
+        if writeHTTP(wsi, status: status, contentType: contentType, body: body) != 0 { return -1 }
+        return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
+    }
+
+    /// Writes headers and body of a complete HTTP response.
+    func writeHTTP(_ wsi: OpaquePointer, status: UInt32, contentType: String, body: [UInt8]) -> Int32 {
+        let headerRoom = 1024
+        let total = pre + headerRoom + body.count
+        let buf = UnsafeMutablePointer<UInt8>.allocate(capacity: total)
+        defer { buf.deallocate() }
+        let start = buf + pre
+        var p: UnsafeMutablePointer<UInt8>? = start
+        let end = start + headerRoom
+        let failed = contentType.withCString { ct -> Bool in
+            lws_add_http_common_headers(wsi, status, ct, lws_filepos_t(body.count), &p, end) != 0
+        }
+        if failed { return -1 }
+        if lws_finalize_write_http_header(wsi, start, &p, end) != 0 { return -1 }
+        if body.isEmpty { return 0 }
+        let bodyStart = buf + pre + headerRoom
+        body.withUnsafeBytes { b in
+            if let base = b.baseAddress { UnsafeMutableRawPointer(bodyStart).copyMemory(from: base, byteCount: body.count) }
+        }
+        return lws_write(wsi, bodyStart, body.count, LWS_WRITE_HTTP_FINAL) < 0 ? -1 : 0
+    }
+}

@@ -1,0 +1,355 @@
+import CLWS
+import Foundation
+import GatewayAuth
+import GatewayConfig
+import GatewayProtocol
+import Logging
+import Synchronization
+import TranscriptLog
+
+/// The realtime gateway: libwebsockets on one service thread, the transcript log on a storage thread.
+///
+/// Threads (docs/architecture.md):
+/// - the **service thread** creates, services and destroys the lws context; it owns every `Connection`,
+///   session membership, fan-out and replay. Nothing on it hops to a Task per message.
+/// - the **storage thread** (``StorageEngine``) appends durable events in group-committed batches.
+/// - a **ticker thread** wakes the service thread a few times per second for deadlines (auth, token
+///   expiry, shutdown).
+/// Other threads talk to the service thread only through the storage outbox (a Mutex) plus `lws_cancel_service`.
+public final class GatewayServer: @unchecked Sendable {
+    // @unchecked Sendable: cross-thread state is in Mutex/Atomic properties (`contextRef`, `flags`,
+    // `startResult`); everything else is confined to the service thread, as each property's comment says.
+
+    public struct BoundListener: Sendable, Equatable {
+        public var host: String
+        public var port: Int
+        public var tls: Bool
+    }
+
+    let config: GatewayConfiguration
+    let logger: Logger
+    let metrics = GatewayMetrics()
+    let verifier: TokenVerifier
+    let log: TranscriptLog
+    let storage: StorageEngine
+
+    // MARK: cross-thread
+    struct ContextRef: @unchecked Sendable { let ptr: OpaquePointer }  // only used for lws_cancel_service
+    private let contextRef = Mutex<ContextRef?>(nil)
+    private let shutdownRequested = Atomic<Bool>(false)
+    private let stopped = Atomic<Bool>(false)
+    private let startResult = Mutex<Result<[BoundListener], GatewayStartError>?>(nil)
+    private let stoppedSignal = DispatchSemaphore(value: 0)
+
+    // MARK: service thread only
+    var context: OpaquePointer?
+    var listeners: [ListenSocket] = []
+    var listenWsis: [OpaquePointer] = []
+    var connections: [ConnectionID: Connection] = [:]
+    var sessions: [String: LiveSession] = [:]
+    var connectionsPerSub: [String: Int] = [:]
+    var nextConnection: UInt64 = 0
+    var inFlight = 0
+    var draining = false
+    var drainDeadlineNs: UInt64 = 0
+    var clientsClosed = false
+    var loopShouldExit = false
+    var lastHousekeepingNs: UInt64 = 0
+    var scratch: UnsafeMutableRawPointer
+    var scratchCapacity: Int
+    let pre = Int(CLWS_PRE)
+    var ready = false
+    // Hot-path counters, flushed to `metrics` on the housekeeping tick.
+    var deliveredDurable = 0
+    var deliveredEphemeral = 0
+    var deliveredReplay = 0
+
+    /// Opens the transcript log (recovery runs here) and prepares the server; ``start()`` begins serving.
+    /// - Throws: ``GatewayStartError`` naming what failed (log directory, keys).
+    public init(configuration: GatewayConfiguration, logger: Logger) async throws {
+        self.config = configuration
+        self.logger = logger
+        do {
+            self.verifier = try await TokenVerifier(AuthMapping.authConfiguration(configuration))
+        } catch {
+            throw GatewayStartError("auth configuration: \(error)")
+        }
+        var options = TranscriptLogOptions(directory: configuration.dataDir)
+        options.fsync = StorageMapping.fsync(configuration)
+        options.segmentMaxBytes = configuration.segmentMaxBytes
+        options.retentionMaxAgeSeconds = configuration.retentionMaxAgeSeconds
+        options.retentionMaxTotalBytes = configuration.retentionMaxTotalBytes
+        options.skipDamagedRecords = configuration.skipDamagedRecords
+        do {
+            try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
+        } catch {
+            throw GatewayStartError("cannot create data directory \(configuration.dataDir): \(error.localizedDescription)")
+        }
+        let opened: TranscriptLog
+        do {
+            opened = try TranscriptLog.open(options)
+        } catch {
+            throw GatewayStartError("transcript log at \(configuration.dataDir): \(error)")
+        }
+        self.log = opened
+        scratchCapacity = Int(CLWS_PRE) + 256 * 1024
+        scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchCapacity, alignment: 16)
+        let box = WakeBox()
+        self.storage = StorageEngine(
+            log: opened, fsync: options.fsync, metrics: metrics, logger: logger, wake: { box.wake() })
+        box.server = self
+        logger.info(
+            "transcript log open",
+            metadata: [
+                "data.dir": "\(configuration.dataDir)", "epoch": "\(opened.epoch)",
+                "recovery": "\(opened.recovery)",
+            ])
+    }
+
+    deinit {
+        scratch.deallocate()
+    }
+
+    /// Binds every configured listener, starts the storage, ticker and service threads, and returns once
+    /// the gateway is serving (or throws what prevented it).
+    @discardableResult
+    public func start() throws -> [BoundListener] {
+        var sockets: [ListenSocket] = []
+        for (index, l) in config.listeners.enumerated() {
+            do {
+                sockets.append(try ListenSocket.bind(host: l.host, port: l.port, tls: l.tls, index: index))
+            } catch {
+                for s in sockets { s.close() }
+                throw GatewayStartError("listeners[\(index)] \(l.host):\(l.port): \(error)")
+            }
+        }
+        listeners = sockets
+        storage.start()
+        let t = Thread { [self] in self.serviceThreadMain() }
+        t.name = "gateway-lws"
+        t.stackSize = 8 << 20
+        t.start()
+        let ticker = Thread { [self] in
+            while !self.stopped.load(ordering: .acquiring) {
+                usleep(200_000)
+                self.wake()
+            }
+        }
+        ticker.name = "gateway-ticker"
+        ticker.start()
+        // Bounded wait for the service thread to create the context and adopt the listeners.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            if let r = startResult.withLock({ $0 }) {
+                switch r {
+                case .success(let bound): return bound
+                case .failure(let e):
+                    storage.stop()
+                    _ = storage.waitStopped(timeout: .seconds(5))
+                    throw e
+                }
+            }
+            usleep(1_000)
+        }
+        throw GatewayStartError("service thread did not start within 30 s")
+    }
+
+    /// Starts a graceful shutdown: stop accepting, finish durable writes, close clients with 1001,
+    /// fsync and close the log. Callable from any thread, any number of times.
+    public func beginShutdown() {
+        shutdownRequested.store(true, ordering: .releasing)
+        wake()
+    }
+
+    /// Blocks the calling thread until the gateway has stopped.
+    public func waitUntilStopped() {
+        stoppedSignal.wait()
+        stoppedSignal.signal()
+    }
+
+    /// Waits until the gateway has stopped, without blocking the cooperative pool.
+    public func stoppedAsync() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let t = Thread { [self] in
+                self.waitUntilStopped()
+                c.resume()
+            }
+            t.start()
+        }
+    }
+
+    public var isStopped: Bool { stopped.load(ordering: .acquiring) }
+
+    /// Wakes the service thread (any thread). Safe after the context is gone.
+    func wake() {
+        contextRef.withLock { ref in
+            if let ref { lws_cancel_service(ref.ptr) }
+        }
+    }
+
+    // MARK: - service thread
+
+    private func serviceThreadMain() {
+        let allocations = CAllocations()
+        let ctx = createContext(allocations)
+        guard let ctx else {
+            for s in listeners { s.close() }
+            startResult.withLock { $0 = .failure(GatewayStartError("lws_create_context failed (see log)")) }
+            finishStopped()
+            return
+        }
+        context = ctx
+        contextRef.withLock { $0 = ContextRef(ptr: ctx) }
+        var bound: [BoundListener] = []
+        for s in listeners {
+            guard let vhost = createVhost(ctx, listener: s, allocations) else {
+                startResult.withLock {
+                    $0 = .failure(GatewayStartError("listeners[\(s.index)]: lws_create_vhost failed (TLS cert/key?)"))
+                }
+                shutdownNow(ctx)
+                return
+            }
+            var fd = lws_sock_file_fd_type()
+            fd.filefd = s.fd
+            guard let wsi = lws_adopt_descriptor_vhost(vhost, LWS_ADOPT_RAW_FILE_DESC, fd, allocations.acceptProtocolName, nil)
+            else {
+                startResult.withLock { $0 = .failure(GatewayStartError("listeners[\(s.index)]: adopting the listen socket failed")) }
+                shutdownNow(ctx)
+                return
+            }
+            s.vhost = vhost
+            listenWsis.append(wsi)
+            bound.append(BoundListener(host: s.host, port: s.port, tls: s.tls != nil))
+            logger.info(
+                "listening", metadata: ["host": "\(s.host)", "port": "\(s.port)", "tls": "\(s.tls != nil)"])
+        }
+        ready = true
+        startResult.withLock { $0 = .success(bound) }
+
+        // The loop: lws_service blocks in poll() until socket activity or lws_cancel_service.
+        var n: Int32 = 0
+        while n >= 0 && !loopShouldExit {
+            n = lws_service(ctx, 0)
+        }
+        shutdownNow(ctx)
+        withExtendedLifetime(allocations) {}
+    }
+
+    private func shutdownNow(_ ctx: OpaquePointer) {
+        contextRef.withLock { $0 = nil }
+        // Close remaining connections' Swift state before the context goes (CLOSED callbacks run inside destroy).
+        lws_context_destroy(ctx)
+        context = nil
+        storage.stop()
+        if !storage.waitStopped(timeout: .seconds(max(1, config.shutdownDeadlineSeconds))) {
+            logger.error("storage thread did not stop in time")
+        }
+        finishStopped()
+    }
+
+    private func finishStopped() {
+        stopped.store(true, ordering: .releasing)
+        logger.info("gateway stopped")
+        stoppedSignal.signal()
+    }
+
+    /// Called on every wake-up of the loop (EVENT_WAIT_CANCELLED): drains committed results,
+    /// then runs deadlines at most every 200 ms.
+    func onWake() {
+        let results = storage.takeResults()
+        if !results.isEmpty { handleCommitted(results) }
+
+        let now = Clock.monotonicNs()
+        if now - lastHousekeepingNs >= 200_000_000 {
+            lastHousekeepingNs = now
+            housekeeping(now)
+        }
+    }
+
+    private func housekeeping(_ now: UInt64) {
+        if shutdownRequested.load(ordering: .acquiring) && !draining { startDraining(now) }
+        let authDeadline = UInt64(config.limits.authTimeoutSeconds * 1e9)
+        let wallMs = StorageEngine.nowMs()
+        let leewayMs = Int64(config.auth.leewaySeconds) * 1_000
+        var total = 0
+        for conn in connections.values {
+            total += conn.queuedBytes
+            switch conn.phase {
+            case .awaitingHello, .authenticating:
+                if now - conn.openedNs > authDeadline {
+                    close(conn, code: 4001, reason: "authentication timeout", urgent: true)
+                }
+            case .active:
+                if let p = conn.principal, p.expiresAt * 1_000 + leewayMs < wallMs {
+                    close(conn, code: 4001, reason: "token expired", urgent: false)
+                }
+            case .closing:
+                break
+            }
+        }
+        metrics.outboundQueueBytes.set(Double(total))
+        metrics.storageQueueDepth.set(Double(storage.queuedCount))
+        flushCounters()
+        if draining { continueDraining(now) }
+    }
+
+    func flushCounters() {
+        if deliveredDurable > 0 { metrics.eventsOutDurable.increment(by: Int64(deliveredDurable)); deliveredDurable = 0 }
+        if deliveredEphemeral > 0 {
+            metrics.eventsOutEphemeral.increment(by: Int64(deliveredEphemeral))
+            deliveredEphemeral = 0
+        }
+        if deliveredReplay > 0 { metrics.eventsOutReplay.increment(by: Int64(deliveredReplay)); deliveredReplay = 0 }
+    }
+
+    // MARK: shutdown
+
+    private func startDraining(_ now: UInt64) {
+        draining = true
+        drainDeadlineNs = now + UInt64(max(1, config.shutdownDeadlineSeconds) * 1e9)
+        logger.info("shutdown: draining", metadata: ["connections": "\(connections.count)", "in_flight": "\(inFlight)"])
+        // Stop accepting: close the listen sockets (lws closes the fd with the raw-file wsi).
+        for wsi in listenWsis { lws_set_timeout(wsi, pending_timeout(rawValue: 1), Int32(LWS_TO_KILL_ASYNC)) }
+        listenWsis.removeAll()
+    }
+
+    private func continueDraining(_ now: UInt64) {
+        // Budget: durable writes may take up to half the deadline, the close handshakes the rest.
+        let halfway = drainDeadlineNs - UInt64(max(1, config.shutdownDeadlineSeconds) * 5e8)
+        if !clientsClosed && (inFlight == 0 || now >= halfway) {
+            clientsClosed = true
+            for conn in connections.values where conn.phase != .closing || conn.pendingClose == nil {
+                close(conn, code: 1001, reason: "server shutting down", urgent: false)
+            }
+        }
+        if clientsClosed && (connections.isEmpty || now >= drainDeadlineNs) {
+            if !connections.isEmpty {
+                logger.warning("shutdown deadline reached; dropping connections", metadata: ["connections": "\(connections.count)"])
+            }
+            loopShouldExit = true
+        }
+    }
+
+    var isReady: Bool { ready && !draining }
+}
+
+/// Lets the storage thread wake the server without a retain cycle at init time.
+final class WakeBox: @unchecked Sendable {
+    // @unchecked Sendable: `server` is set once before any thread that calls `wake()` starts.
+    weak var server: GatewayServer?
+    func wake() { server?.wake() }
+}
+
+/// Why the gateway could not start; the message names the setting or resource.
+public struct GatewayStartError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    init(_ message: String) { description = message }
+}
+
+enum Clock {
+    static func monotonicNs() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+}

@@ -1,0 +1,217 @@
+import Foundation
+import Logging
+import Synchronization
+import TranscriptLog
+
+/// One durable publish on its way to the transcript log.
+///
+/// Built on the service thread, appended on the storage thread, handed back in a ``CommitResult``.
+struct PendingAppend: Sendable {
+    /// The publishing connection and its generation, so the ack reaches the right socket (or nobody).
+    var connection: ConnectionID
+    var request: AppendRequest
+}
+
+/// The outcome of one ``PendingAppend`` after its batch was committed (or refused).
+struct CommitResult: Sendable {
+    var connection: ConnectionID
+    var session: String
+    var id: String
+    var outcome: Result<AppendOutcome, TranscriptError>
+    /// The event frame payload (JSON text), encoded once on the storage thread for a fresh append; nil otherwise.
+    var frame: [UInt8]?
+}
+
+/// The storage thread: takes publishes from the service thread, appends them to the transcript log in
+/// batches (group commit: one write and at most one fdatasync per batch), and hands results back.
+///
+/// Thread ownership: `log.append`, `log.sync`, `log.applyRetention` and `log.close` run only on the storage
+/// thread started by ``start()``. The inbox and outbox are `Mutex`-guarded; the only thing the storage
+/// thread does to the network side is call `wake` (which calls `lws_cancel_service`).
+final class StorageEngine: @unchecked Sendable {
+    // @unchecked Sendable: all mutable state is behind `state` (a Mutex) or confined to the storage thread
+    // (`lastSyncNs`, `dirty`), and `log` is itself safe for concurrent readers with one appender.
+    let log: TranscriptLog
+    private let logger: Logger
+    private let fsync: FsyncPolicy
+    private let maxQueued: Int
+    private let maxBatch: Int
+    private let retentionEveryMs: Int64
+    private let condition = NSCondition()
+    private let metrics: GatewayMetrics
+
+    private struct Queues {
+        var inbox: [PendingAppend] = []
+        var outbox: [CommitResult] = []
+        var stopping = false
+        var stopped = false
+    }
+    private let state = Mutex(Queues())
+    /// Called after results were put in the outbox; wakes the service thread.
+    private let wake: @Sendable () -> Void
+    private var thread: Thread?
+
+    init(
+        log: TranscriptLog, fsync: FsyncPolicy, maxQueued: Int = 65_536, maxBatch: Int = 4_096,
+        retentionEveryMs: Int64 = 60_000, metrics: GatewayMetrics, logger: Logger,
+        wake: @escaping @Sendable () -> Void
+    ) {
+        self.log = log
+        self.fsync = fsync
+        self.maxQueued = maxQueued
+        self.maxBatch = maxBatch
+        self.retentionEveryMs = retentionEveryMs
+        self.metrics = metrics
+        self.logger = logger
+        self.wake = wake
+    }
+
+    func start() {
+        let t = Thread { [self] in self.run() }
+        t.name = "gateway-storage"
+        thread = t
+        t.start()
+    }
+
+    /// Queues one durable publish. Returns false when the queue is at its limit (the caller answers
+    /// `unavailable`): the storage thread is behind and memory must stay bounded.
+    func submit(_ item: PendingAppend) -> Bool {
+        let accepted = state.withLock { q -> Bool in
+            guard !q.stopping, q.inbox.count < maxQueued else { return false }
+            q.inbox.append(item)
+            return true
+        }
+        if accepted {
+            condition.lock()
+            condition.signal()
+            condition.unlock()
+        }
+        return accepted
+    }
+
+    /// Takes every result committed so far (service thread).
+    func takeResults() -> [CommitResult] {
+        state.withLock { q in
+            let out = q.outbox
+            q.outbox.removeAll(keepingCapacity: true)
+            return out
+        }
+    }
+
+    /// Number of publishes not yet committed.
+    var queuedCount: Int { state.withLock { $0.inbox.count } }
+
+    /// Asks the thread to commit what is queued, sync, close the log and exit. Idempotent.
+    func stop() {
+        state.withLock { $0.stopping = true }
+        condition.lock()
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Waits (bounded) until the storage thread exited. Returns false on timeout.
+    func waitStopped(timeout: Duration) -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if state.withLock({ $0.stopped }) { return true }
+            usleep(2_000)
+        }
+        return state.withLock { $0.stopped }
+    }
+
+    // MARK: - storage thread
+
+    private func run() {
+        var lastSync = ContinuousClock.now
+        var lastRetention = ContinuousClock.now
+        var dirty = false
+        let intervalMs: Int
+        if case .interval(let ms) = fsync { intervalMs = max(1, ms) } else { intervalMs = 0 }
+
+        while true {
+            var batch: [PendingAppend] = []
+            var stopping = false
+            condition.lock()
+            while true {
+                let (items, stop) = state.withLock { q -> ([PendingAppend], Bool) in
+                    if q.inbox.isEmpty { return ([], q.stopping) }
+                    let n = min(q.inbox.count, maxBatch)
+                    let taken = Array(q.inbox.prefix(n))
+                    q.inbox.removeFirst(n)
+                    return (taken, q.stopping)
+                }
+                batch = items
+                stopping = stop
+                if !batch.isEmpty || stopping { break }
+                // Bounded wait: wake up for the interval fsync and for retention even when idle.
+                let waitMs = intervalMs > 0 && dirty ? intervalMs : 1_000
+                _ = condition.wait(until: Date(timeIntervalSinceNow: Double(waitMs) / 1_000))
+                if intervalMs > 0 && dirty { break }
+                if ContinuousClock.now - lastRetention > .milliseconds(retentionEveryMs) { break }
+            }
+            condition.unlock()
+
+            if !batch.isEmpty {
+                commit(batch)
+                dirty = intervalMs > 0
+            }
+            if intervalMs > 0 && dirty && ContinuousClock.now - lastSync >= .milliseconds(intervalMs) {
+                do { try log.sync() } catch { logger.error("transcript sync failed", metadata: ["error": "\(error)"]) }
+                lastSync = ContinuousClock.now
+                dirty = false
+            }
+            if ContinuousClock.now - lastRetention > .milliseconds(retentionEveryMs) {
+                lastRetention = ContinuousClock.now
+                do {
+                    let removed = try log.applyRetention(nowMs: Self.nowMs())
+                    if removed > 0 { logger.info("retention removed segments", metadata: ["segments": "\(removed)"]) }
+                } catch {
+                    logger.error("retention failed", metadata: ["error": "\(error)"])
+                }
+            }
+            if stopping && state.withLock({ $0.inbox.isEmpty }) { break }
+        }
+        do { try log.close() } catch { logger.error("transcript close failed", metadata: ["error": "\(error)"]) }
+        state.withLock { $0.stopped = true }
+        wake()
+    }
+
+    private func commit(_ batch: [PendingAppend]) {
+        let started = ContinuousClock.now
+        var results: [CommitResult] = []
+        results.reserveCapacity(batch.count)
+        do {
+            let outcomes = try log.append(batch.map(\.request))
+            metrics.recordCommit(duration: ContinuousClock.now - started, events: batch.count)
+            for (item, outcome) in zip(batch, outcomes) {
+                var frame: [UInt8]? = nil
+                if case .appended(let seq) = outcome {
+                    frame = EventEncoding.durableEvent(item.request, seq: seq)
+                }
+                results.append(
+                    CommitResult(
+                        connection: item.connection, session: item.request.session, id: item.request.id,
+                        outcome: .success(outcome), frame: frame))
+            }
+        } catch {
+            metrics.storageErrors.increment()
+            logger.error(
+                "transcript append failed; batch refused",
+                metadata: ["error": "\(error)", "batch.events": "\(batch.count)"])
+            for item in batch {
+                results.append(
+                    CommitResult(
+                        connection: item.connection, session: item.request.session, id: item.request.id,
+                        outcome: .failure(error), frame: nil))
+            }
+        }
+        state.withLock { $0.outbox.append(contentsOf: results) }
+        wake()
+    }
+
+    static func nowMs() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+}

@@ -1,0 +1,118 @@
+import ArgumentParser
+import Foundation
+import GatewayConfig
+import GatewayCore
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+/// `gateway`: the Samokoder realtime gateway server.
+@main
+struct GatewayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gateway",
+        abstract: "The Samokoder realtime gateway: WebSocket sessions for browsers and agents, with a durable transcript log.",
+        discussion: """
+            Configuration comes from (lowest to highest precedence): built-in defaults, the JSON file given with
+            --config (or GATEWAY_CONFIG), GATEWAY_* environment variables, then these flags. See Config/README.md.
+
+            Examples:
+              GATEWAY_AUTH_HS256_SECRET=$(openssl rand -hex 32) gateway
+              gateway --config Config/gateway.json --port 8443 --tls-cert dev.crt --tls-key dev.key
+            """)
+
+    @Option(name: .long, help: "Path of the JSON configuration file (default: none, or $GATEWAY_CONFIG).")
+    var config: String?
+    @Option(name: .long, help: "Listen address of the first listener (IPv4/IPv6 literal).")
+    var host: String?
+    @Option(name: .long, help: "Listen port of the first listener (0 = pick a free port).")
+    var port: Int?
+    @Option(name: .customLong("data-dir"), help: "Directory of the transcript log.")
+    var dataDir: String?
+    @Option(name: .long, help: "fsync policy: always | interval | never.")
+    var fsync: String?
+    @Option(name: .customLong("tls-cert"), help: "TLS certificate (PEM) of the first listener.")
+    var tlsCert: String?
+    @Option(name: .customLong("tls-key"), help: "TLS private key (PEM) of the first listener.")
+    var tlsKey: String?
+    @Option(name: .customLong("log-level"), help: "trace | debug | info | notice | warning | error | critical.")
+    var logLevel: String?
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        var overrides: [String: String] = [:]
+        if let host { overrides["listen.host"] = host }
+        if let port { overrides["listen.port"] = String(port) }
+        if let dataDir { overrides["data.dir"] = dataDir }
+        if let fsync { overrides["storage.fsync"] = fsync }
+        if let tlsCert { overrides["tls.cert"] = tlsCert }
+        if let tlsKey { overrides["tls.key"] = tlsKey }
+        if let logLevel { overrides["log.level"] = logLevel }
+
+        let configuration: GatewayConfiguration
+        do {
+            configuration = try await GatewayConfiguration.load(
+                configFile: config ?? environment["GATEWAY_CONFIG"], environment: environment, overrides: overrides)
+        } catch {
+            FileHandle.standardError.write(Data("gateway: configuration error: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "gateway")
+
+        let server: GatewayServer
+        let bound: [GatewayServer.BoundListener]
+        do {
+            server = try await GatewayServer(configuration: configuration, logger: logger)
+            bound = try server.start()
+        } catch {
+            logger.critical("gateway failed to start", metadata: ["error": "\(error)"])
+            FileHandle.standardError.write(Data("gateway: failed to start: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        // One machine-readable line per listener on stdout, for harnesses and humans.
+        for l in bound {
+            let scheme = l.tls ? "wss" : "ws"
+            let host = l.host.contains(":") ? "[\(l.host)]" : l.host
+            FileHandle.standardOutput.write(Data("gateway listening url=\(scheme)://\(host):\(l.port)/v1/ws port=\(l.port)\n".utf8))
+        }
+
+        // A second SIGTERM/SIGINT while draining exits at once.
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        Task.detached {
+            var seen = 0
+            for await _ in signals {
+                seen += 1
+                if seen >= 2 {
+                    FileHandle.standardError.write(Data("gateway: second signal, exiting now\n".utf8))
+                    _exit(1)
+                }
+            }
+        }
+
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: GatewayService(server: server))],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        try await group.run()
+    }
+}
+
+/// Runs the server inside swift-service-lifecycle: a graceful shutdown request (signal) starts draining.
+struct GatewayService: Service {
+    let server: GatewayServer
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            await server.stoppedAsync()
+        } onGracefulShutdown: {
+            server.beginShutdown()
+        }
+    }
+}
