@@ -84,6 +84,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .executableTarget(name: "protocol-bench", dependencies: ["GatewayProtocol"], swiftSettings: swiftSettings),
         // A real WebSocket client (own RFC 6455 framing over POSIX sockets, OpenSSL for wss) for tests and the CLI.
         .target(name: "GatewayTestSupport", dependencies: ["COpenSSL"], swiftSettings: swiftSettings),
 

@@ -3,6 +3,7 @@
 #error You must define _GNU_SOURCE
 #endif
 #include "CLWS.h"
+#include <sys/socket.h>
 
 const size_t CLWS_PRE = LWS_PRE;
 
@@ -18,3 +19,5 @@ const uint64_t CLWS_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE =
 const uint64_t CLWS_OPTION_DISABLE_OS_CA_CERTS = LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
 
 _Static_assert(LWS_PRE >= 10, "LWS_PRE must leave room for a WebSocket frame header");
+
+int CLWS_accept_nonblocking(int listen_fd) { return accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }

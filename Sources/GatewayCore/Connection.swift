@@ -1,3 +1,7 @@
+import TranscriptLog
+import Glibc
+import Prometheus
+import GatewayConfig
 import GatewayAuth
 
 /// Identifies one WebSocket connection for its lifetime; never reused within a process.
@@ -63,7 +67,7 @@ final class Connection {
     // Inbound: fragment reassembly (bounded by the max message size).
     var rx: [UInt8] = []
     var rxTooBig = false
-    var rxBinary = false
+    var rxDiscarded = 0
 
     // Rate limiting.
     var bucket: TokenBucket?

@@ -1,3 +1,6 @@
+import TranscriptLog
+import Glibc
+import GatewayConfig
 import Prometheus
 
 /// Every metric of one gateway instance, created once with fixed, low-cardinality labels

@@ -1,3 +1,7 @@
+import TranscriptLog
+import Glibc
+import Prometheus
+import GatewayConfig
 import CLWS
 import Foundation
 import GatewayAuth
@@ -167,7 +171,7 @@ extension GatewayServer {
             ])
     }
 
-    func roleGauge(_ role: Role) -> Prometheus.Gauge {
+    func roleGauge(_ role: Role) -> Gauge {
         switch role {
         case .user: return metrics.connectionsUser
         case .agent: return metrics.connectionsAgent
@@ -185,9 +189,23 @@ extension GatewayServer {
         if first && lws_frame_is_binary(wsi) != 0 {
             return closeNow(conn, code: 1003, reason: "binary frames are not accepted")
         }
-        if first { conn.rx.removeAll(keepingCapacity: conn.rx.capacity <= 64 * 1024) }
-        if conn.rx.count + len > config.limits.maxMessageBytes {
-            return closeNow(conn, code: 1009, reason: "message too big")
+        if first {
+            conn.rx.removeAll(keepingCapacity: conn.rx.capacity <= 64 * 1024)
+            conn.rxTooBig = false
+            conn.rxDiscarded = 0
+        }
+        if conn.rxTooBig || conn.rx.count + len > config.limits.maxMessageBytes {
+            // Too big: free what was buffered and discard the rest of this message, then close 1009 when it
+            // ends. Closing mid-message would leave unread bytes in our socket, the kernel would answer with a
+            // RST, and the client would lose the close frame. A message that never ends is cut off after
+            // 4× the limit.
+            conn.rxTooBig = true
+            conn.rx = []
+            conn.rxDiscarded += len
+            if final || conn.rxDiscarded > 4 * config.limits.maxMessageBytes {
+                return closeNow(conn, code: 1009, reason: "message too big")
+            }
+            return 0
         }
         if first && final {
             // The common case: a whole message in one callback; no copy.
@@ -242,7 +260,7 @@ extension GatewayServer {
     // MARK: write
 
     /// SERVER_WRITEABLE: coalesce everything queued (up to 256 KiB) into one buffer, each frame with its own
-    /// WebSocket header, and hand it to lws in one `lws_write(LWS_WRITE_RAW)`: one send() per loop turn.
+    /// WebSocket header, and hand it to lws in one `lws_write(LWS_WRITE_HTTP)  // == LWS_WRITE_RAW (a C macro): bytes go out as they are`: one send() per loop turn.
     private func writeable(_ conn: Connection) -> Int32 {
         conn.writeRequested = false
         if let pc = conn.pendingClose, !conn.hasQueued {
@@ -268,7 +286,7 @@ extension GatewayServer {
         }
         conn.compactQueue()
         if off > pre {
-            let n = lws_write(conn.wsi, scratch.advanced(by: pre).assumingMemoryBound(to: UInt8.self), off - pre, LWS_WRITE_RAW)
+            let n = lws_write(conn.wsi, scratch.advanced(by: pre).assumingMemoryBound(to: UInt8.self), off - pre, LWS_WRITE_HTTP)  // == LWS_WRITE_RAW (a C macro): bytes go out as they are
             if n < 0 { return -1 }
         }
         if conn.catchingUpCount > 0 && conn.phase == .active { pumpReplay(conn) }

@@ -1,3 +1,5 @@
+import Glibc
+import Prometheus
 import CLWS
 import GatewayAuth
 import GatewayConfig

@@ -1,3 +1,7 @@
+import TranscriptLog
+import Glibc
+import Prometheus
+import GatewayConfig
 import CLWS
 import Foundation
 import GatewayAuth
@@ -82,7 +86,11 @@ extension GatewayServer {
         return out
     }
 
-    func respond(_ wsi: OpaquePointer, status: UInt32, contentType: String = "text/plain; charset=utf-8", body: [UInt8]) -> Int32 {
+    func respond(_ wsi: OpaquePointer, status: UInt32, body: String) -> Int32 {
+        respond(wsi, status: status, contentType: "text/plain; charset=utf-8", body: Array(body.utf8))
+    }
+
+    func respond(_ wsi: OpaquePointer, status: UInt32, contentType: String, body: [UInt8]) -> Int32 {
         if writeHTTP(wsi, status: status, contentType: contentType, body: body) != 0 { return -1 }
         return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
     }

@@ -1,3 +1,5 @@
+import Glibc
+import Prometheus
 import CLWS
 import Foundation
 import GatewayAuth
@@ -117,7 +119,7 @@ public final class GatewayServer: @unchecked Sendable {
         var sockets: [ListenSocket] = []
         for (index, l) in config.listeners.enumerated() {
             do {
-                sockets.append(try ListenSocket.bind(host: l.host, port: l.port, tls: l.tls, index: index))
+                sockets.append(try ListenSocket.bind(host: l.host, port: l.port, tls: l.tls.map { ($0.certPath, $0.keyPath) }, index: index))
             } catch {
                 for s in sockets { s.close() }
                 throw GatewayStartError("listeners[\(index)] \(l.host):\(l.port): \(error)")
@@ -348,8 +350,6 @@ public struct GatewayStartError: Error, CustomStringConvertible, Sendable {
 
 enum Clock {
     static func monotonicNs() -> UInt64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+        DispatchTime.now().uptimeNanoseconds
     }
 }

@@ -1,3 +1,7 @@
+import TranscriptLog
+import Glibc
+import Prometheus
+import GatewayConfig
 import CLWS
 import Foundation
 
@@ -123,7 +127,7 @@ final class ListenSocket {
     /// Accepts up to `max` pending connections (bounded per wake-up so one listener cannot starve the loop).
     func acceptPending(max: Int, _ body: (Int32) -> Void) {
         for _ in 0..<max {
-            let c = accept4(fd, nil, nil, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
+            let c = CLWS_accept_nonblocking(fd)
             if c < 0 { return }
             var one: Int32 = 1
             setsockopt(c, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -134,11 +138,11 @@ final class ListenSocket {
 
 extension GatewayServer {
     func createContext(_ a: CAllocations) -> OpaquePointer? {
-        lws_set_log_level(Int32(LLL_ERR.rawValue | LLL_WARN.rawValue), { level, line in
+        lws_set_log_level(LLL_ERR | LLL_WARN, { level, line in
             guard let line else { return }
             var text = String(cString: line)
             while text.hasSuffix("\n") { text.removeLast() }
-            lwsLogger.log(level: level & Int32(LLL_ERR.rawValue) != 0 ? .error : .warning, "\(text)", metadata: ["source": "lws"])
+            lwsLogger.log(level: level & LLL_ERR != 0 ? .error : .warning, "\(text)", metadata: ["source": "lws"])
         })
         let protocols = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 3)
         protocols.initialize(repeating: lws_protocols(), count: 3)

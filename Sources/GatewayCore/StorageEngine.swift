@@ -1,3 +1,7 @@
+import Glibc
+import CLWS
+import Prometheus
+import GatewayConfig
 import Foundation
 import Logging
 import Synchronization
@@ -210,8 +214,6 @@ final class StorageEngine: @unchecked Sendable {
     }
 
     static func nowMs() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Int64(ts.tv_sec) * 1_000 + Int64(ts.tv_nsec) / 1_000_000
+        Int64((Date().timeIntervalSince1970 * 1_000).rounded(.down))
     }
 }

@@ -1,3 +1,6 @@
+import Glibc
+import Prometheus
+import Foundation
 import GatewayAuth
 import GatewayConfig
 import GatewayProtocol
@@ -60,7 +63,9 @@ enum JSONText {
     }
 
     static func appendString(into out: inout [UInt8], _ s: String) {
-        JSONWriter.appendString(s, to: &out)
+        // Foundation is fine here: these documents are built per HTTP request, not per event.
+        let data = (try? JSONSerialization.data(withJSONObject: [s], options: [.withoutEscapingSlashes])) ?? Data("[\"\"]".utf8)
+        out.append(contentsOf: data.dropFirst().dropLast())
     }
 
     static func appendObject(into out: inout [UInt8], _ members: [(String, Value)]) {

@@ -11,13 +11,12 @@ public enum JSONWriter {
 
     /// Appends `value` as a quoted, escaped JSON string.
     ///
-    /// - Parameters:
-    ///   - value: The string to write.
-    ///   - buffer: The buffer to append to.
-    ///
     /// Escapes `"` and `\`, control characters below 0x20 (`\b \f \n \r \t` in short form, the rest as `\u00XX`), and
     /// U+2028/U+2029 (valid in JSON but line terminators in pre-ES2019 JavaScript, so a frame embedded in a script
     /// stays safe). All other UTF-8 passes through unchanged; runs of safe bytes are copied in bulk.
+    /// - Parameters:
+    ///   - value: The string to write.
+    ///   - buffer: The buffer to append to.
     public static func appendString(_ value: String, to buffer: inout [UInt8]) {
         buffer.append(Byte.quote)
         var value = value

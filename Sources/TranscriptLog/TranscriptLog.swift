@@ -127,13 +127,16 @@ public final class TranscriptLog: Sendable {
             do throws(FileIOError) { try io.unlink(dir + "/" + name) } catch { throw TranscriptError.io(error, "unlink \(name)") }
             dirtyDirectory = true
         }
-        // Torn tail (G4): cut the last segment back to its last valid record and make the cut durable.
-        if let last = result.segments.last, result.tailStart < result.lastFileSize {
+        // Torn tail (G4): cut the last segment back to its last valid record. Then fdatasync it even without a
+        // tail: records written before a crash but never synced are served from now on, so they must be durable.
+        if let last = result.segments.last {
             do throws(FileIOError) {
-                try io.ftruncate(last.file.fd, length: Int64(result.tailStart))
-                try io.fdatasync(last.file.fd)
+                if result.tailStart < result.lastFileSize {
+                    try io.ftruncate(last.file.fd, length: Int64(result.tailStart))
+                }
+                if options.fsync != .never || result.tailStart < result.lastFileSize { try io.fdatasync(last.file.fd) }
             } catch {
-                throw TranscriptError.io(error, "truncate torn tail of \(last.file.name)")
+                throw TranscriptError.io(error, "recover \(last.file.name)")
             }
         }
         if dirtyDirectory { try syncDirectory(dir, io: io) }

@@ -116,7 +116,9 @@ struct OperationsTests {
     }
 
     @Test func slowConsumerIsClosed4009AndOthersContinue() async throws {
-        let gw = try await TestGateway.start(settings: ["limits.outbound_buffer_bytes": "65536", "storage.fsync": "never"])
+        let gw = try await TestGateway.start(settings: [
+            "limits.outbound_buffer_bytes": "131072", "limits.max_message_bytes": "16384", "storage.fsync": "never",
+        ])
         defer { Task { await gw.stopAndRemove() } }
         var options = WebSocketClientOptions()
         options.receiveBufferSize = 4096
@@ -129,17 +131,19 @@ struct OperationsTests {
         let fast = try await gw.client(.user, sub: "fast", sessions: ["s"])
         _ = try fast.join("s")
         let agent = try await gw.client(.agent, sub: "w", sessions: ["s"])
-        let blob = String(repeating: "y", count: 2000)
-        // The slow client stops reading; the fast one keeps up.
-        for i in 1...600 {
-            try agent.send(["type": "publish", "session": "s", "id": "b\(i)", "kind": "progress", "data": ["pad": blob]])
-            if i % 50 == 0 {
-                while (try agent.next(type: "ack")).int("seq") ?? 0 < i {}
-            }
-        }
+        let blob = String(repeating: "y", count: 4000)
+        // The slow client stops reading; the fast one keeps up. 6 MB in all: more than the slow client's
+        // outbound cap plus what the kernel buffers on loopback.
+        let total = 1500
         var last = 0
-        while last < 600 { last = try fast.next(type: "event").int("seq") ?? last }
-        #expect(last == 600)
+        for batch in stride(from: 1, through: total, by: 10) {
+            for i in batch..<(batch + 10) {
+                try agent.send(["type": "publish", "session": "s", "id": "b\(i)", "kind": "progress", "data": ["pad": blob]])
+            }
+            while (try agent.next(type: "ack")).int("seq") ?? 0 < batch + 9 {}
+            while last < batch + 9 { last = try fast.next(type: "event").int("seq") ?? last }
+        }
+        #expect(last == total)
         // Now read the slow one: it must end with 4009.
         var code: UInt16? = nil
         let deadline = ContinuousClock.now + .seconds(10)

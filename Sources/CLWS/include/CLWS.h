@@ -23,6 +23,10 @@ extern const uint64_t CLWS_OPTION_EXPLICIT_VHOSTS;
 extern const uint64_t CLWS_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
 extern const uint64_t CLWS_OPTION_DISABLE_OS_CA_CERTS;
 
+/// accept4(2) with SOCK_NONBLOCK|SOCK_CLOEXEC: glibc declares it only under _GNU_SOURCE, which Swift's
+/// Glibc module does not define.
+int CLWS_accept_nonblocking(int listen_fd);
+
 /// Writes the 2..10-byte server-to-client WebSocket frame header (FIN set, unmasked)
 /// for `opcode` and `length` into `out` (at least 10 bytes). Returns the header length.
 static inline size_t CLWS_frame_header(unsigned char *_Nonnull out, unsigned opcode, uint64_t length) {

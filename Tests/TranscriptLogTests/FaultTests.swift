@@ -1,0 +1,237 @@
+// Disk full, I/O errors, power cuts, read-only directories and a second process (reliability.md T6-T8, G6, G7).
+
+import Foundation
+import Glibc
+import Testing
+import TranscriptLog
+
+@Suite struct FaultTests {
+    /// Checks the log in `dir` holds exactly `acked` (per session, dense from 1) plus at most `maybe` after them.
+    static func expectHolds(
+        _ log: TranscriptLog, acked: [String: [AppendRequest]], maybe: [String: [AppendRequest]] = [:],
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        for (session, events) in acked {
+            let records = try readAll(log, session)
+            #expect(records.map(\.seq) == (0..<UInt64(records.count)).map { $0 + 1 }, "dense", sourceLocation: sourceLocation)
+            #expect(records.count >= events.count, "\(session): \(records.count) < \(events.count) acked", sourceLocation: sourceLocation)
+            let allowed = events + (maybe[session] ?? [])
+            #expect(records.count <= allowed.count, sourceLocation: sourceLocation)
+            for (r, e) in zip(records, allowed) {
+                #expect(r.id == e.id && r.data == e.data && r.sub == e.sub, "seq \(r.seq)", sourceLocation: sourceLocation)
+            }
+        }
+    }
+
+    @Test(.enabled(if: canMount, "needs root to mount a 1 MiB tmpfs for a real ENOSPC"))
+    func enospc() throws {
+        try withTemporaryDirectory { dir in
+            guard mount("tmpfs", dir, "tmpfs", 0, "size=1m") == 0 else {
+                Issue.record("mount failed: errno \(errno)")
+                return
+            }
+            defer { umount2(dir, Int32(MNT_DETACH)) }
+            let filler = dir + "/filler"
+            writeBytes(filler, [UInt8](repeating: 1, count: 256 << 10))
+            let logDir = dir + "/log"
+            let o = testOptions(logDir, fsync: .always, segmentMaxBytes: 256 << 10)
+            var log = try TranscriptLog.open(o)
+            var acked: [String: [AppendRequest]] = [:]
+            var n = 0
+            var full: TranscriptError? = nil
+            for _ in 0..<2000 {  // 1 MiB fills long before 2,000 batches of 8 x 600 B
+                let batch = (0..<8).map { k in event("s\(k % 2)", n + k, dataBytes: 600) }
+                switch Result(catching: { () throws(TranscriptError) in try log.append(batch) }) {
+                case .success:
+                    for e in batch { acked[e.session, default: []].append(e) }
+                    n += 8
+                case .failure(let e):
+                    full = e
+                }
+                if full != nil { break }
+            }
+            #expect(full?.code == .diskFull && full?.errno == ENOSPC, "\(String(describing: full))")
+            // The file ends on a record boundary, and reads still work.
+            let v = try TranscriptLog.verify(directory: logDir)
+            #expect(v.damage.isEmpty && v.recovery.truncatedBytes == 0)
+            try Self.expectHolds(log, acked: acked)
+            expectError(.diskFull) { _ = try log.append([event("s0", 100_000, dataBytes: 600)]) }  // still full, still usable
+            try FileManager.default.removeItem(atPath: filler)
+            let out = try log.append([event("s0", 100_001)])
+            acked["s0", default: []].append(event("s0", 100_001))
+            #expect(out == [.appended(seq: UInt64(acked["s0"]!.count))])
+            try log.close()
+            log = try TranscriptLog.open(o)
+            #expect(log.recovery.truncatedBytes == 0)
+            try Self.expectHolds(log, acked: acked)
+            try log.close()
+        }
+    }
+
+    /// G7: an I/O error on write or fdatasync is never acknowledged, and the log refuses writes until reopened.
+    @Test(arguments: ["pwrite", "fdatasync"])
+    func eioOnWriteAndFsync(operation: String) throws {
+        for failAt in 1...20 {
+            let io = MemoryFileIO(directories: ["/mem"])
+            var o = testOptions("/mem/log", fsync: .always, segmentMaxBytes: 4096)
+            o.io = io
+            var log = try TranscriptLog.open(o)
+            io.inject(operation, after: failAt, errno: EIO)
+            var acked: [String: [AppendRequest]] = [:]
+            var failed: [String: [AppendRequest]] = [:]
+            var n = 0
+            for _ in 0..<100 {
+                let batch = (0..<3).map { event("s\($0 % 2)", n + $0, dataBytes: 200) }
+                n += 3
+                switch Result(catching: { () throws(TranscriptError) in try log.append(batch) }) {
+                case .success:
+                    for e in batch { acked[e.session, default: []].append(e) }
+                case .failure(let error):
+                    #expect(error.code == .ioError && error.errno == EIO, "\(error)")
+                    for e in batch { failed[e.session, default: []].append(e) }
+                }
+                if !failed.isEmpty { break }
+            }
+            #expect(!failed.isEmpty, "fault \(operation) #\(failAt) never fired")
+            // No retry that pretends: everything after the failure is refused, even though the disk now works.
+            expectError(.failed) { _ = try log.append([event("s0", 9999)]) }
+            expectError(.failed) { try log.sync() }
+            try Self.expectHolds(log, acked: acked)  // reads keep working, without the failed batch
+            try? log.close()
+            io.processCrash()
+            log = try TranscriptLog.open(o)
+            try Self.expectHolds(log, acked: acked, maybe: failed)
+            _ = try log.append([event("s0", 10_000)])
+            try log.close()
+        }
+    }
+
+    /// T8: at a power cut everything not synced is lost (and the unsynced tail may be torn); every acked event survives.
+    @Test func simulatedPowerCut() throws {
+        var rng = SeededGenerator(seed: 0x5EED)
+        let io = MemoryFileIO(directories: ["/mem"])
+        var o = testOptions("/mem/log", fsync: .always, segmentMaxBytes: 8192)
+        o.io = io
+        var acked: [String: [AppendRequest]] = [:]
+        var n = 0
+        for round in 0..<40 {
+            var log = try TranscriptLog.open(o)
+            var pending: [String: [AppendRequest]] = [:]
+            for _ in 0..<Int.random(in: 1...20, using: &rng) {
+                let batch = (0..<Int.random(in: 1...10, using: &rng)).map { k in event("s\((n + k) % 3)", n + k, dataBytes: Int.random(in: 10...300, using: &rng)) }
+                n += batch.count
+                _ = try log.append(batch)
+                for e in batch { acked[e.session, default: []].append(e) }
+            }
+            // The last batch is written but its fdatasync never happens: not acknowledged.
+            io.inject("fdatasync", errno: EIO)
+            let lost = (0..<5).map { k in event("s\((n + k) % 3)", n + k) }
+            n += 5
+            _ = try? log.append(lost)
+            for e in lost { pending[e.session, default: []].append(e) }
+            io.powerCut(tear: round % 2 == 0, using: &rng)
+            io.clearFaults()
+            log = try TranscriptLog.open(o)
+            try Self.expectHolds(log, acked: acked, maybe: pending)
+            // Un-acked events that survived whole are now part of the log: the model adopts them.
+            for (s, events) in pending {
+                let have = Int(log.head(session: s))
+                let extra = have - (acked[s]?.count ?? 0)
+                acked[s, default: []] += events.prefix(max(0, extra))
+            }
+            try log.close()
+        }
+    }
+
+    /// The interval policy: acknowledged events since the last sync may vanish at a power cut, never on a crash.
+    @Test func intervalPolicyLosesOnlyUnsyncedOnPowerCut() throws {
+        var rng = SeededGenerator(seed: 11)
+        let io = MemoryFileIO(directories: ["/mem"])
+        var o = testOptions("/mem/log", fsync: .interval(milliseconds: 60_000))
+        o.io = io
+        var log = try TranscriptLog.open(o)
+        _ = try log.append((1...5).map { event("s", $0) })
+        try log.sync()
+        _ = try log.append((6...9).map { event("s", $0) })
+        io.processCrash()
+        log = try TranscriptLog.open(o)
+        #expect(log.head(session: "s") == 9)  // kill -9: the page cache keeps everything written
+        _ = try log.append((10...12).map { event("s", $0) })
+        io.powerCut(tear: false, using: &rng)
+        log = try TranscriptLog.open(o)
+        #expect(log.head(session: "s") == 9)  // power cut: back to the last sync (open truncated and synced 1...9)
+        try log.close()
+    }
+
+    @Test(.enabled(if: geteuid() != 0 || canMount, "needs a read-only bind mount (root) or a non-root user"))
+    func readOnlyDirectory() throws {
+        try withTemporaryDirectory { dir in
+            let logDir = dir + "/log"
+            var log = try TranscriptLog.open(testOptions(logDir))
+            _ = try log.append([event("s", 1)])
+            try log.close()
+            let empty = dir + "/empty"
+            mkdir(empty, 0o755)
+            if geteuid() == 0 {
+                for d in [logDir, empty] {
+                    #expect(mount(d, d, nil, UInt(MS_BIND), nil) == 0)
+                    #expect(mount(nil, d, nil, UInt(MS_REMOUNT | MS_BIND | MS_RDONLY), nil) == 0)
+                }
+            } else {
+                chmod(logDir, 0o555)
+                chmod(empty, 0o555)
+            }
+            defer {
+                umount2(logDir, Int32(MNT_DETACH))
+                umount2(empty, Int32(MNT_DETACH))
+                chmod(logDir, 0o755)
+                chmod(empty, 0o755)
+            }
+            expectError(.readOnly) { _ = try TranscriptLog.open(testOptions(logDir)) }
+            expectError(.readOnly) { _ = try TranscriptLog.open(testOptions(empty)) }
+            log = try TranscriptLog.openReadOnly(directory: logDir)  // offline tools still read it
+            #expect(try log.read(session: "s", after: 0, limit: 10).records.map(\.seq) == [1])
+            expectError(.notWritable) { _ = try log.append([event("s", 2)]) }
+        }
+    }
+
+    @Test func twoProcessesOneDirectory() throws {
+        try withTemporaryDirectory { dir in
+            let log = try TranscriptLog.open(testOptions(dir))
+            // In this process: a second open is a second open file description, so flock conflicts.
+            expectError(.locked) { _ = try TranscriptLog.open(testOptions(dir)) }
+            // Another process cannot take the lock while we hold it...
+            #expect(try run("/usr/bin/flock", ["-n", dir + "/LOCK", "true"]) == 1)
+            try log.close()
+            #expect(try run("/usr/bin/flock", ["-n", dir + "/LOCK", "true"]) == 0)
+            // ...and while another process holds it, open fails with .locked.
+            let holder = Process()
+            holder.executableURL = URL(fileURLWithPath: "/usr/bin/flock")
+            // The holder waits on its stdin; closing it ends the holder (and its shell child) at once.
+            holder.arguments = ["-n", dir + "/LOCK", "-c", "echo held; read line"]
+            let pipe = Pipe()
+            let input = Pipe()
+            holder.standardOutput = pipe
+            holder.standardInput = input
+            try holder.run()
+            defer {
+                try? input.fileHandleForWriting.close()
+                holder.waitUntilExit()
+            }
+            let line = String(decoding: pipe.fileHandleForReading.availableData, as: UTF8.self)
+            #expect(line.hasPrefix("held"))
+            expectError(.locked) { _ = try TranscriptLog.open(testOptions(dir)) }
+            // A reader needs no lock (G10).
+            #expect(try TranscriptLog.openReadOnly(directory: dir).head(session: "s") == 0)
+        }
+    }
+
+    func run(_ path: String, _ args: [String]) throws -> Int32 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
+        try p.run()
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+}
