@@ -84,11 +84,13 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .executableTarget(name: "transcript-bench", dependencies: ["TranscriptLog"], swiftSettings: swiftSettings),
+        .executableTarget(name: "transcript-crash-child", dependencies: ["TranscriptLog"], swiftSettings: swiftSettings),
         .executableTarget(name: "protocol-bench", dependencies: ["GatewayProtocol"], swiftSettings: swiftSettings),
         // A real WebSocket client (own RFC 6455 framing over POSIX sockets, OpenSSL for wss) for tests and the CLI.
         .target(name: "GatewayTestSupport", dependencies: ["COpenSSL"], swiftSettings: swiftSettings),
 
-        .testTarget(name: "TranscriptLogTests", dependencies: ["TranscriptLog"], swiftSettings: swiftSettings),
+        .testTarget(name: "TranscriptLogTests", dependencies: ["TranscriptLog", "transcript-crash-child"], swiftSettings: swiftSettings),
         .testTarget(name: "WebSocketClientTests", dependencies: ["GatewayTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayProtocolTests", dependencies: ["GatewayProtocol"], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayAuthTests", dependencies: ["GatewayAuth"], swiftSettings: swiftSettings),
