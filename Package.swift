@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "gateway", targets: ["gateway"]),
         .executable(name: "gatewayctl", targets: ["gatewayctl"]),
         .library(name: "TranscriptLog", targets: ["TranscriptLog"]),
+        .executable(name: "gateway-loadtest", targets: ["gateway-loadtest"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -27,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // C shim: the only place that sees <libwebsockets.h> macros and variadic functions.
@@ -79,9 +81,17 @@ let package = Package(
         .executableTarget(
             name: "gatewayctl",
             dependencies: [
-                "GatewayAuth", "GatewayConfig",
+                "GatewayAuth", "GatewayConfig", "GatewayTestSupport", "TranscriptLog", "GatewayProtocol",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        // Load generator (docs/benchmarks.md): own RFC 6455 framing on epoll, gateway and room protocols.
+        .executableTarget(
+            name: "gateway-loadtest",
+            dependencies: ["GatewayAuth", .product(name: "Histogram", package: "hdrhistogram-swift")],
+            path: "loadtest/Sources/gateway-loadtest",
             swiftSettings: swiftSettings
         ),
         .executableTarget(name: "transcript-bench", dependencies: ["TranscriptLog"], swiftSettings: swiftSettings),

@@ -108,6 +108,7 @@ enum ConfigKeys {
         .init("log.level", .choice(logLevels)),
         .init("diag.echo", .bool),
         .init("metrics.enabled", .bool),
+        .init("web.root", .string(nonEmpty: false)),
     ]
 
     static let fileOnly: [ConfigKeyDescriptor] = [

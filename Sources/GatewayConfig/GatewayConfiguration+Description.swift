@@ -55,6 +55,7 @@ extension GatewayConfiguration {
         add("log.level", logLevel)
         add("diag.echo", "\(diagEcho)")
         add("metrics.enabled", "\(metricsEnabled)")
+        add("web.root", webRoot)
         return lines.joined(separator: "\n")
     }
 }

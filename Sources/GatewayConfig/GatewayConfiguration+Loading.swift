@@ -350,6 +350,7 @@ struct ValueResolver {
         config.logLevel = try await string("log.level") ?? defaults.logLevel
         config.diagEcho = try await bool("diag.echo") ?? defaults.diagEcho
         config.metricsEnabled = try await bool("metrics.enabled") ?? defaults.metricsEnabled
+        config.webRoot = try await string("web.root") ?? defaults.webRoot
         return config
     }
 

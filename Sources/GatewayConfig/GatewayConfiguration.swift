@@ -35,6 +35,9 @@ public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible
     public var diagEcho: Bool
     /// `metrics.enabled`: serve `GET /metrics`.
     public var metricsEnabled: Bool
+    /// `web.root`: directory whose files are served read-only at `/<relative path>` (the browser client at
+    /// `/client/v1/gateway-client.js`, the session page at `/console/`); loaded into memory at start. Empty = off.
+    public var webRoot: String
     /// `GATEWAY_*` environment variables that matched no key (likely typos); the gateway should warn about them.
     public var unrecognizedEnvironmentVariables: [String]
 
@@ -56,6 +59,7 @@ public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible
         logLevel: "info",
         diagEcho: false,
         metricsEnabled: true,
+        webRoot: "clients/web",
         unrecognizedEnvironmentVariables: []
     )
 
@@ -76,6 +80,7 @@ public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible
         logLevel: String,
         diagEcho: Bool,
         metricsEnabled: Bool,
+        webRoot: String = "clients/web",
         unrecognizedEnvironmentVariables: [String] = []
     ) {
         self.listeners = listeners
@@ -93,6 +98,7 @@ public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible
         self.logLevel = logLevel
         self.diagEcho = diagEcho
         self.metricsEnabled = metricsEnabled
+        self.webRoot = webRoot
         self.unrecognizedEnvironmentVariables = unrecognizedEnvironmentVariables
     }
 

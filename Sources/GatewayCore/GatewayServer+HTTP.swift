@@ -42,6 +42,9 @@ extension GatewayServer {
                 return respond(wsi, status: 401, contentType: "application/json", body: jsonError("unauthorized", error.reason))
             }
         default:
+            if let asset = webAssets[path] {
+                return respond(wsi, status: 200, contentType: asset.contentType, body: asset.body)
+            }
             return respond(wsi, status: 404, body: "not found\n")
         }
     }

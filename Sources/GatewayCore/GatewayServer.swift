@@ -34,6 +34,7 @@ public final class GatewayServer: @unchecked Sendable {
     let verifier: TokenVerifier
     let log: TranscriptLog
     let storage: StorageEngine
+    let webAssets: WebAssets
 
     // MARK: cross-thread
     struct ContextRef: @unchecked Sendable { let ptr: OpaquePointer }  // only used for lws_cancel_service
@@ -94,6 +95,7 @@ public final class GatewayServer: @unchecked Sendable {
             throw GatewayStartError("transcript log at \(configuration.dataDir): \(error)")
         }
         self.log = opened
+        self.webAssets = WebAssets(root: configuration.webRoot)
         scratchCapacity = Int(CLWS_PRE) + 256 * 1024
         scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchCapacity, alignment: 16)
         let box = WakeBox()
