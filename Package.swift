@@ -90,10 +90,12 @@ let package = Package(
         // Load generator (docs/benchmarks.md): own RFC 6455 framing on epoll, gateway and room protocols.
         .executableTarget(
             name: "gateway-loadtest",
-            dependencies: ["GatewayAuth", .product(name: "Histogram", package: "hdrhistogram-swift")],
+            dependencies: ["GatewayAuth", "CLoadTest", .product(name: "Histogram", package: "hdrhistogram-swift")],
             path: "loadtest/Sources/gateway-loadtest",
             swiftSettings: swiftSettings
         ),
+        // epoll and memmem for gateway-loadtest (not in Swift's Glibc module).
+        .target(name: "CLoadTest", path: "loadtest/Sources/CLoadTest", cSettings: [.define("_GNU_SOURCE")]),
         .executableTarget(name: "transcript-bench", dependencies: ["TranscriptLog"], swiftSettings: swiftSettings),
         .executableTarget(name: "transcript-crash-child", dependencies: ["TranscriptLog"], swiftSettings: swiftSettings),
         .executableTarget(name: "protocol-bench", dependencies: ["GatewayProtocol"], swiftSettings: swiftSettings),

@@ -28,15 +28,29 @@ enum ConnectionPhase {
 /// subscriber needs. A live event is queued only when its seq equals `nextSeq`; a subscriber that is behind
 /// (`catchingUp`) is fed from the log by the replay pump until it reaches the head, then turns live. This
 /// makes the switch-over gapless and duplicate-free whatever order commits and joins interleave in.
-struct Subscription {
+///
+/// A class shared by the connection's table and the session's member list, so fan-out walks members without
+/// hashing the session id or the connection id per delivery. Service thread only.
+final class Subscription {
+    let session: String
+    unowned let connection: Connection
     var nextSeq: UInt64
     var catchingUp: Bool
+
+    init(session: String, connection: Connection, nextSeq: UInt64, catchingUp: Bool) {
+        self.session = session
+        self.connection = connection
+        self.nextSeq = nextSeq
+        self.catchingUp = catchingUp
+    }
 }
 
 /// One outbound frame: the JSON payload, shared (copy-on-write, never copied) by every subscriber queue.
 struct OutboundFrame {
     var payload: [UInt8]
     var ephemeral: Bool
+    /// WebSocket opcode: 1 text (every gateway frame), 2 binary (diagnostic echo only).
+    var opcode: UInt8 = 1
 }
 
 /// A WebSocket connection's state. Owned by the lws service thread only (no locks): created in
@@ -67,6 +81,7 @@ final class Connection {
     // Inbound: fragment reassembly (bounded by the max message size).
     var rx: [UInt8] = []
     var rxTooBig = false
+    var rxIsBinary = false
     var rxDiscarded = 0
 
     // Rate limiting.

@@ -47,54 +47,57 @@ final class GatewayMetrics: Sendable {
     init() {
         let r = registry
         func conn(_ role: String) -> Gauge {
-            r.makeGauge(name: "gateway_connections", labels: [("role", role)], help: "Open WebSocket connections by role")
+            r.makeGauge(descriptor: Self.describe("gateway_connections", "Open WebSocket connections by role"), labels: [("role", role)])
         }
         connectionsUser = conn("user")
         connectionsAgent = conn("agent")
         connectionsOperator = conn("operator")
         connectionsUnauthenticated = conn("unauthenticated")
-        joinedSubscriptions = r.makeGauge(name: "gateway_joined_subscriptions", help: "Session subscriptions across all connections")
-        liveSessions = r.makeGauge(name: "gateway_live_sessions", help: "Sessions with at least one subscriber")
-        outboundQueueBytes = r.makeGauge(name: "gateway_outbound_queue_bytes", help: "Bytes queued for clients, all connections")
-        storageQueueDepth = r.makeGauge(name: "gateway_storage_queue_depth", help: "Durable publishes waiting for the log")
+        joinedSubscriptions = r.makeGauge(descriptor: Self.describe("gateway_joined_subscriptions", "Session subscriptions across all connections"))
+        liveSessions = r.makeGauge(descriptor: Self.describe("gateway_live_sessions", "Sessions with at least one subscriber"))
+        outboundQueueBytes = r.makeGauge(descriptor: Self.describe("gateway_outbound_queue_bytes", "Bytes queued for clients, all connections"))
+        storageQueueDepth = r.makeGauge(descriptor: Self.describe("gateway_storage_queue_depth", "Durable publishes waiting for the log"))
         func evIn(_ c: String) -> Counter {
-            r.makeCounter(name: "gateway_events_in_total", labels: [("class", c)], help: "Events published, by kind class")
+            r.makeCounter(descriptor: Self.describe("gateway_events_in_total", "Events published, by kind class"), labels: [("class", c)])
         }
         eventsInChat = evIn("chat")
         eventsInProgress = evIn("progress")
         eventsInOther = evIn("other")
         eventsInEphemeral = evIn("ephemeral")
         func evOut(_ c: String) -> Counter {
-            r.makeCounter(name: "gateway_events_out_total", labels: [("class", c)], help: "Event frames delivered to subscribers")
+            r.makeCounter(descriptor: Self.describe("gateway_events_out_total", "Event frames delivered to subscribers"), labels: [("class", c)])
         }
         eventsOutDurable = evOut("durable")
         eventsOutEphemeral = evOut("ephemeral")
         eventsOutReplay = evOut("replay")
-        acks = r.makeCounter(name: "gateway_acks_total", help: "Acks sent to publishers")
-        duplicateAcks = r.makeCounter(name: "gateway_duplicate_acks_total", help: "Acks for re-published ids (nothing appended)")
-        slowConsumerCloses = r.makeCounter(name: "gateway_slow_consumer_closes_total", help: "Connections closed 4009 at their outbound cap")
-        ephemeralDropped = r.makeCounter(name: "gateway_ephemeral_dropped_total", help: "Ephemeral frames dropped at a full outbound buffer")
-        authFailures = r.makeCounter(name: "gateway_auth_failures_total", help: "Refused tokens")
-        storageErrors = r.makeCounter(name: "gateway_storage_errors_total", help: "Batches the transcript log refused")
-        committedEvents = r.makeCounter(name: "gateway_committed_events_total", help: "Durable events committed to the log")
+        acks = r.makeCounter(descriptor: Self.describe("gateway_acks_total", "Acks sent to publishers"))
+        duplicateAcks = r.makeCounter(descriptor: Self.describe("gateway_duplicate_acks_total", "Acks for re-published ids (nothing appended)"))
+        slowConsumerCloses = r.makeCounter(descriptor: Self.describe("gateway_slow_consumer_closes_total", "Connections closed 4009 at their outbound cap"))
+        ephemeralDropped = r.makeCounter(descriptor: Self.describe("gateway_ephemeral_dropped_total", "Ephemeral frames dropped at a full outbound buffer"))
+        authFailures = r.makeCounter(descriptor: Self.describe("gateway_auth_failures_total", "Refused tokens"))
+        storageErrors = r.makeCounter(descriptor: Self.describe("gateway_storage_errors_total", "Batches the transcript log refused"))
+        committedEvents = r.makeCounter(descriptor: Self.describe("gateway_committed_events_total", "Durable events committed to the log"))
         var errors: [String: Counter] = [:]
         for code in Self.errorCodes {
-            errors[code] = r.makeCounter(name: "gateway_errors_total", labels: [("code", code)], help: "Error frames sent, by code")
+            errors[code] = r.makeCounter(descriptor: Self.describe("gateway_errors_total", "Error frames sent, by code"), labels: [("code", code)])
         }
         errorsByCode = errors
         var closes: [UInt16: Counter] = [:]
         for code in Self.closeCodes {
-            closes[code] = r.makeCounter(name: "gateway_closes_total", labels: [("code", String(code))], help: "Connections closed by the gateway, by close code")
+            closes[code] = r.makeCounter(descriptor: Self.describe("gateway_closes_total", "Connections closed by the gateway, by close code"), labels: [("code", String(code))])
         }
         closesByCode = closes
         commitLatency = r.makeDurationHistogram(
-            name: "gateway_fsync_batch_seconds",
+            descriptor: Self.describe("gateway_fsync_batch_seconds", "Latency of one group commit (write + fsync per policy)"),
             buckets: [
                 .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2),
                 .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
                 .milliseconds(250), .seconds(1),
-            ],
-            help: "Latency of one group commit (write + fsync per policy)")
+            ])
+    }
+
+    static func describe(_ name: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: name, unitName: "", helpText: help)
     }
 
     func recordCommit(duration: Duration, events: Int) {

@@ -151,8 +151,8 @@ extension GatewayServer {
     private func closed(_ conn: Connection) {
         connections.removeValue(forKey: conn.id)
         for session in conn.subscriptions.keys { removeSubscriber(conn, session: session) }
+        metrics.joinedSubscriptions.decrement(by: Double(conn.subscriptions.count))
         conn.subscriptions.removeAll()
-        metrics.joinedSubscriptions.set(Double(connections.values.reduce(0) { $0 + $1.subscriptions.count }))
         if let p = conn.principal {
             roleGauge(p.role).decrement()
             if conn.countedForSub {
@@ -186,8 +186,12 @@ extension GatewayServer {
         let wsi = conn.wsi
         let first = lws_is_first_fragment(wsi) != 0
         let final = lws_is_final_fragment(wsi) != 0 && lws_remaining_packet_payload(wsi) == 0
-        if first && lws_frame_is_binary(wsi) != 0 {
-            return closeNow(conn, code: 1003, reason: "binary frames are not accepted")
+        if first {
+            conn.rxIsBinary = lws_frame_is_binary(wsi) != 0
+            // The protocol is JSON text; only the diagnostic echo endpoint takes binary messages.
+            if conn.rxIsBinary && !conn.echo {
+                return closeNow(conn, code: 1003, reason: "binary frames are not accepted")
+            }
         }
         if first {
             conn.rx.removeAll(keepingCapacity: conn.rx.capacity <= 64 * 1024)
@@ -275,7 +279,8 @@ extension GatewayServer {
             if off > pre && off - pre + need > limit { break }
             ensureScratch(off + need)
             let frame = conn.queue[conn.queueHead]
-            off += CLWS_frame_header(scratch.advanced(by: off).assumingMemoryBound(to: UInt8.self), 1, UInt64(payloadCount))
+            off += CLWS_frame_header(
+                scratch.advanced(by: off).assumingMemoryBound(to: UInt8.self), UInt32(frame.opcode), UInt64(payloadCount))
             frame.payload.withUnsafeBytes { p in
                 if let base = p.baseAddress { (scratch + off).copyMemory(from: base, byteCount: payloadCount) }
             }
@@ -308,7 +313,7 @@ extension GatewayServer {
     /// connection with 4009 (it resumes with `since`); an ephemeral one evicts older ephemerals or is dropped.
     /// Returns false if the frame was not queued.
     @discardableResult
-    func send(_ conn: Connection, _ payload: [UInt8], ephemeral: Bool = false, control: Bool = false) -> Bool {
+    func send(_ conn: Connection, _ payload: [UInt8], ephemeral: Bool = false, control: Bool = false, opcode: UInt8 = 1) -> Bool {
         if conn.phase == .closing { return false }
         let cap = config.limits.outboundBufferBytes
         if conn.queuedBytes + payload.count > cap && !control {
@@ -326,7 +331,7 @@ extension GatewayServer {
                 return false
             }
         }
-        conn.enqueue(OutboundFrame(payload: payload, ephemeral: ephemeral))
+        conn.enqueue(OutboundFrame(payload: payload, ephemeral: ephemeral, opcode: opcode))
         requestWrite(conn)
         return true
     }

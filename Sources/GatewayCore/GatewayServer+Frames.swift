@@ -10,7 +10,8 @@ import TranscriptLog
 /// A session as the service thread sees it: who is subscribed. Heads and history live in the log.
 final class LiveSession {
     let id: String
-    var subscribers: Set<ConnectionID> = []
+    /// Members by connection; the values are the same objects as in each `Connection.subscriptions`.
+    var subscribers: [ConnectionID: Subscription] = [:]
     var lastEventMs: Int64 = 0
     init(id: String) { self.id = id }
 }
@@ -23,7 +24,7 @@ extension GatewayServer {
     /// One complete text message from `conn` (service thread). Never traps on input.
     func handleMessage(_ conn: Connection, _ bytes: UnsafeRawBufferPointer) {
         if conn.echo {
-            send(conn, Array(bytes))
+            send(conn, Array(bytes), opcode: conn.rxIsBinary ? 2 : 1)
             return
         }
         let decoded = ClientFrame.decode(bytes, limits: frameLimits)
@@ -145,9 +146,19 @@ extension GatewayServer {
                 next = since + 1
             }
         }
-        if let old = conn.subscriptions[j.session], old.catchingUp { conn.catchingUpCount -= 1 }
         let catchingUp = next <= head
-        conn.subscriptions[j.session] = Subscription(nextSeq: next, catchingUp: catchingUp)
+        let subscription: Subscription
+        if let old = conn.subscriptions[j.session] {
+            // Re-join: the same subscription restarts from the new cursor.
+            if old.catchingUp { conn.catchingUpCount -= 1 }
+            old.nextSeq = next
+            old.catchingUp = catchingUp
+            subscription = old
+        } else {
+            subscription = Subscription(session: j.session, connection: conn, nextSeq: next, catchingUp: catchingUp)
+            conn.subscriptions[j.session] = subscription
+            metrics.joinedSubscriptions.increment()
+        }
         if catchingUp { conn.catchingUpCount += 1 }
         let live = sessions[j.session] ?? {
             let s = LiveSession(id: j.session)
@@ -155,9 +166,8 @@ extension GatewayServer {
             sessions[j.session] = s
             return s
         }()
-        live.subscribers.insert(conn.id)
+        live.subscribers[conn.id] = subscription
         metrics.liveSessions.set(Double(sessions.count))
-        metrics.joinedSubscriptions.increment()
         send(
             conn,
             Wire.joined(session: j.session, head: head, epoch: log.epoch, trimmedFirst: trimmedFirst, reset: reset),
@@ -178,7 +188,7 @@ extension GatewayServer {
 
     func removeSubscriber(_ conn: Connection, session: String) {
         guard let live = sessions[session] else { return }
-        live.subscribers.remove(conn.id)
+        live.subscribers.removeValue(forKey: conn.id)
         if live.subscribers.isEmpty {
             sessions.removeValue(forKey: session)
             metrics.liveSessions.set(Double(sessions.count))
@@ -262,27 +272,23 @@ extension GatewayServer {
     private func fanOutDurable(session: String, seq: UInt64, frame: [UInt8]) {
         guard let live = sessions[session] else { return }
         live.lastEventMs = StorageEngine.nowMs()
-        for id in live.subscribers {
-            guard let conn = connections[id], var sub = conn.subscriptions[session], !sub.catchingUp else { continue }
+        for sub in live.subscribers.values where !sub.catchingUp {
             if seq == sub.nextSeq {
                 sub.nextSeq += 1
-                conn.subscriptions[session] = sub
-                if send(conn, frame) { deliveredDurable += 1 }
+                if send(sub.connection, frame) { deliveredDurable += 1 }
             } else if seq > sub.nextSeq {
                 // A gap (cannot happen in order, but never deliver out of order): catch up from the log.
                 sub.catchingUp = true
-                conn.subscriptions[session] = sub
-                conn.catchingUpCount += 1
-                pumpReplay(conn)
+                sub.connection.catchingUpCount += 1
+                pumpReplay(sub.connection)
             }
         }
     }
 
     private func fanOutEphemeral(session: String, frame: [UInt8]) {
         guard let live = sessions[session] else { return }
-        for id in live.subscribers {
-            guard let conn = connections[id], let sub = conn.subscriptions[session], !sub.catchingUp else { continue }
-            if send(conn, frame, ephemeral: true) { deliveredEphemeral += 1 }
+        for sub in live.subscribers.values where !sub.catchingUp {
+            if send(sub.connection, frame, ephemeral: true) { deliveredEphemeral += 1 }
         }
     }
 
@@ -293,7 +299,7 @@ extension GatewayServer {
     /// the rest when the socket drains (WRITEABLE calls this again).
     func pumpReplay(_ conn: Connection) {
         let lowWater = config.limits.outboundBufferBytes / 2
-        for (session, var sub) in conn.subscriptions where sub.catchingUp {
+        for (session, sub) in conn.subscriptions where sub.catchingUp {
             if conn.queuedBytes >= lowWater || conn.phase != .active { break }
             let result: ReadResult
             do {
@@ -304,7 +310,6 @@ extension GatewayServer {
                 logger.error("replay read failed", metadata: ["connection.id": "\(conn.id)", "error": "\(error)"])
                 sendError(conn, "unavailable", "transcript read failed: \(error.code)", ref: nil)
                 sub.catchingUp = false
-                conn.subscriptions[session] = sub
                 conn.catchingUpCount -= 1
                 continue
             }
@@ -318,7 +323,6 @@ extension GatewayServer {
                 sub.catchingUp = false
                 conn.catchingUpCount -= 1
             }
-            conn.subscriptions[session] = sub
         }
         if conn.hasQueued { requestWrite(conn) }
     }

@@ -62,8 +62,8 @@ extension GatewayServer {
         var first = true
         for (id, live) in sessions.sorted(by: { $0.key < $1.key }) {
             var users = 0, agents = 0, operators = 0
-            for cid in live.subscribers {
-                switch connections[cid]?.principal?.role {
+            for sub in live.subscribers.values {
+                switch sub.connection.principal?.role {
                 case .user: users += 1
                 case .agent: agents += 1
                 case .operator: operators += 1

@@ -24,7 +24,7 @@ struct ProcessTests {
             "GATEWAY_LISTEN_PORT": "0",
             "GATEWAY_DATA_DIR": dataDir,
             "GATEWAY_FSYNC": "always",
-            "GATEWAY_LOG_LEVEL": "warning",
+            "GATEWAY_LOG_LEVEL": "info",
         ]
         for (k, v) in extra { env[k] = v }
         let runner = try ProcessRunner(executable: gatewayBinary, environment: env)
@@ -102,7 +102,9 @@ struct ProcessTests {
         _ = try agent.publish("s", id: "before")
         try proc.terminate()
         #expect(try user.waitClose(timeout: .seconds(12)) == 1001)
-        #expect(try proc.wait(timeout: .seconds(15)) == .exited(0))
+        let status = try? proc.wait(timeout: .seconds(15))
+        #expect(status == .exited(0), "gateway stderr: \(proc.stderr().suffix(3000))")
+        if status == nil { try? proc.kill(); _ = try? proc.wait(timeout: .seconds(5)) }
         // The event is there after a restart.
         let (proc2, port2) = try Self.launch(dataDir: dir)
         let reader = try await Self.connect(port: port2, role: .operator, sub: "ops", sessions: [])

@@ -1,0 +1,170 @@
+// Forced disconnects mid-stream: the client must resume without loss or duplicates and re-send unacked
+// publishes with the same id.
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+
+import { State, connect } from '../web/client/v1/gateway-client.js';
+import { Gateway, WebSocket, rawPeer, sleep, waitFor } from './harness.mjs';
+
+const T = { timeout: 60_000 };
+const fast = { backoffInitialMs: 50, backoffMaxMs: 500 };
+
+/** A TCP proxy in front of the gateway that can stop forwarding to the client and cut every connection. */
+class Proxy {
+  constructor(targetPort) {
+    this.targetPort = targetPort;
+    this.pairs = new Set();
+    this.blackholeDown = false;
+    this.server = net.createServer((down) => {
+      const up = net.connect(this.targetPort, '127.0.0.1');
+      const pair = { down, up };
+      this.pairs.add(pair);
+      down.on('data', (d) => up.write(d));
+      up.on('data', (d) => { if (!this.blackholeDown) down.write(d); });
+      const end = () => { down.destroy(); up.destroy(); this.pairs.delete(pair); };
+      down.on('error', end).on('close', end);
+      up.on('error', end).on('close', end);
+    });
+  }
+  async listen() {
+    await new Promise((r) => this.server.listen(0, '127.0.0.1', r));
+    this.port = this.server.address().port;
+    return this;
+  }
+  get url() { return `ws://127.0.0.1:${this.port}/v1/ws`; }
+  cutAll() { for (const { down, up } of [...this.pairs]) { down.destroy(); up.destroy(); } }
+  close() { this.cutAll(); this.server.close(); }
+}
+
+describe('resume', { timeout: 180_000 }, () => {
+  let gw;
+  const clients = [];
+  before(async () => { gw = await new Gateway().start(); });
+  after(async () => {
+    for (const c of clients) c.close();
+    await gw.dispose();
+  });
+
+  for (const signal of ['SIGTERM', 'SIGKILL']) {
+    test(`gateway restarted (${signal}) mid-stream: every event exactly once, in order, unacked publishes re-sent`, T, async () => {
+      const session = `s-restart-${signal}`;
+      let agentTokens = 0;
+      const agent = connect({
+        WebSocket, url: gw.url, ...fast,
+        getToken: () => { agentTokens++; return gw.token({ sub: 'w', role: 'agent', sessions: ['*'] }); },
+      });
+      const user = connect({ WebSocket, url: gw.url, ...fast, getToken: () => gw.token({ sub: 'u', role: 'user', sessions: [session] }) });
+      clients.push(agent, user);
+      const userStates = [];
+      user.on('state', ({ state }) => userStates.push(state));
+      const seen = [];
+      await user.join(session, { since: 0, onEvent: (e) => seen.push(e) });
+
+      // 300 publishes, none awaited before the next; the gateway restarts when about a third are acked.
+      const total = 300;
+      const acks = [];
+      const promises = [];
+      for (let i = 1; i <= total; i++) {
+        const p = agent.publish(session, 'progress', { i });
+        p.then((a) => acks.push(a));
+        promises.push(p);
+        if (i % 20 === 0) await sleep(5);
+        if (i === 100) {
+          await waitFor(() => acks.length >= 40, 10_000, 'first acks');
+          if (signal === 'SIGKILL') {
+            const proc = gw.proc;
+            gw.proc = null;
+            const exited = new Promise((r) => proc.once('exit', r));
+            proc.kill('SIGKILL');
+            await exited;
+          } else {
+            assert.equal(await gw.stop(), 0);
+          }
+          await gw.start(); // same port, same data directory
+        }
+      }
+      const results = await Promise.all(promises);
+      const seqs = results.map((a) => a.seq).sort((a, b) => a - b);
+      assert.deepEqual(seqs, Array.from({ length: total }, (_, k) => k + 1), 'each publish stored exactly once');
+      await waitFor(() => seen.length >= total, 20_000, `all ${total} events (have ${seen.length})`);
+      await sleep(200);
+      assert.deepEqual(seen.map((e) => e.seq), Array.from({ length: total }, (_, k) => k + 1), 'no loss, no duplicate, in order');
+      const byId = new Map(results.map((a) => [a.id, a.seq]));
+      for (const e of seen) assert.equal(byId.get(e.id), e.seq);
+      assert.ok(userStates.includes(State.RESUMING), `user states: ${userStates}`);
+      assert.equal(userStates.at(-1), State.OPEN);
+      assert.ok(agentTokens >= 2, 'getToken is called again on reconnect');
+      assert.equal(agent.pendingCount, 0);
+      agent.close();
+      user.close();
+    });
+  }
+
+  test('socket killed after the gateway stored a publish but before the ack arrived: same id re-sent, deduped', T, async () => {
+    const session = 's-ackloss';
+    const proxy = await new Proxy(gw.port).listen();
+    try {
+      const observer = await rawPeer(gw.url, gw.token({ sub: 'obs', role: 'operator' }));
+      observer.send({ type: 'join', session });
+      await observer.next((f) => f.type === 'joined');
+
+      const agent = connect({ WebSocket, url: proxy.url, ...fast, getToken: () => gw.token({ sub: 'w2', role: 'agent', sessions: [session] }) });
+      clients.push(agent);
+      const mine = [];
+      await agent.join(session, { onEvent: (e) => mine.push(e.seq) });
+      assert.equal((await agent.publish(session, 'chat.message', { text: 'one' })).seq, 1);
+
+      proxy.blackholeDown = true; // the gateway's answers no longer reach the client
+      const pending = agent.publish(session, 'chat.message', { text: 'two' }, { id: 'msg-two' });
+      const stored = await observer.next((f) => f.type === 'event' && f.id === 'msg-two');
+      assert.equal(stored.seq, 2);
+      proxy.cutAll();
+      proxy.blackholeDown = false;
+
+      const ack = await pending;
+      assert.deepEqual(ack, { id: 'msg-two', session, seq: 2, duplicate: true });
+      await waitFor(() => mine.length === 2, 5000, 'own events');
+      assert.deepEqual(mine, [1, 2]);
+      await sleep(200);
+      assert.equal(observer.frames.filter((f) => f.type === 'event').length, 0, 'nothing stored twice');
+      observer.send({ type: 'join', session, since: 0 });
+      assert.equal((await observer.next((f) => f.type === 'joined')).head, 2);
+      observer.close();
+      agent.close();
+    } finally {
+      proxy.close();
+    }
+  });
+
+  test('a silent connection is detected by the ping timeout and resumed', T, async () => {
+    const session = 's-silent';
+    const proxy = await new Proxy(gw.port).listen();
+    try {
+      const user = connect({
+        WebSocket, url: proxy.url, ...fast, pingIntervalMs: 300, pongTimeoutMs: 300, helloTimeoutMs: 2000,
+        getToken: () => gw.token({ sub: 'u-silent', role: 'user', sessions: [session] }),
+      });
+      clients.push(user);
+      const closes = [];
+      user.on('close', (c) => closes.push(c));
+      const seen = [];
+      await user.join(session, { since: 0, onEvent: (e) => seen.push(e.seq) });
+      const agent = await rawPeer(gw.url, gw.token({ sub: 'w3', role: 'agent', sessions: [session] }));
+      agent.send({ type: 'publish', session, id: 'a1', kind: 'chat.message', data: { text: 'a' } });
+      await waitFor(() => seen.length === 1, 5000, 'first event');
+      proxy.blackholeDown = true; // a dead network path: nothing arrives, nothing closes
+      agent.send({ type: 'publish', session, id: 'a2', kind: 'chat.message', data: { text: 'b' } });
+      await waitFor(() => closes.length >= 1, 5000, 'ping timeout');
+      proxy.blackholeDown = false;
+      proxy.cutAll();
+      await waitFor(() => seen.length === 2, 10_000, 'resumed event');
+      assert.deepEqual(seen, [1, 2]);
+      assert.match(closes[0].reason, /ping/);
+      agent.close();
+      user.close();
+    } finally {
+      proxy.close();
+    }
+  });
+});

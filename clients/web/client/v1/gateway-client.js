@@ -1,0 +1,704 @@
+// Samokoder realtime gateway: browser client, protocol v1.
+//
+// An ES module with no dependencies and no build step, served by the gateway at
+// /client/v1/gateway-client.js. It speaks the wire contract (docs/protocol.md) and hides reconnects:
+//   - reconnects by itself with jittered, bounded exponential backoff, calling getToken() again each time;
+//   - re-joins every joined session with `since` = the last seq it delivered (and the epoch it saw), so the
+//     application sees each durable event exactly once, in order;
+//   - re-sends publishes that were not acked with the same id (the gateway dedupes them);
+//   - reports connection states, trimmed/reset transcripts, rate limits and close reasons as typed events.
+// See docs/clients.md for the full API.
+
+/** Connection states, in the order a connection normally goes through them. */
+export const State = Object.freeze({
+  CONNECTING: 'connecting', // first connection attempt (or waiting to retry it)
+  OPEN: 'open', // welcomed, every session re-joined
+  RESUMING: 'resuming', // the connection dropped: reconnecting, re-joining and re-sending
+  CLOSED: 'closed', // close() was called, or a fatal error (authentication refused)
+});
+
+/** Close codes the gateway uses (protocol v1). */
+export const CloseCode = Object.freeze({
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  BINARY: 1003,
+  ABNORMAL: 1006,
+  INVALID_UTF8: 1007,
+  TOO_BIG: 1009,
+  PROTOCOL: 4000,
+  AUTH: 4001,
+  POLICY: 4008,
+  TOO_SLOW: 4009,
+});
+
+/** Base class of every error this client raises or reports. */
+export class GatewayError extends Error {
+  /**
+   * @param {string} code protocol error code (`forbidden`, `rate_limited`, ...) or a client code
+   * @param {string} message
+   * @param {{ref?: string, session?: string, closeCode?: number}} [extra]
+   */
+  constructor(code, message, extra = {}) {
+    super(message);
+    this.name = 'GatewayError';
+    this.code = code;
+    this.ref = extra.ref;
+    this.session = extra.session;
+    this.closeCode = extra.closeCode;
+  }
+}
+/** The token was refused (close 4001 before welcome, or `unauthorized`). Fatal: the client stops. */
+export class AuthError extends GatewayError { constructor(m, x) { super('unauthorized', m, x); this.name = 'AuthError'; } }
+/** The token may not join that session or publish that kind there. */
+export class ForbiddenError extends GatewayError { constructor(m, x) { super('forbidden', m, x); this.name = 'ForbiddenError'; } }
+/** Over the publish rate; the publish was not accepted (retry later with the same or a new id). */
+export class RateLimitedError extends GatewayError { constructor(m, x) { super('rate_limited', m, x); this.name = 'RateLimitedError'; } }
+/** The frame was malformed or a field broke the rules (session id, kind, id). */
+export class BadRequestError extends GatewayError { constructor(m, x) { super('bad_request', m, x); this.name = 'BadRequestError'; } }
+/** The publish is larger than the gateway accepts. */
+export class TooLargeError extends GatewayError { constructor(m, x) { super('too_large', m, x); this.name = 'TooLargeError'; } }
+/** Storage refused the write or the gateway is shutting down: the event was not stored. */
+export class UnavailableError extends GatewayError { constructor(m, x) { super('unavailable', m, x); this.name = 'UnavailableError'; } }
+/** `leave` of a session that is not joined. */
+export class NotFoundError extends GatewayError { constructor(m, x) { super('not_found', m, x); this.name = 'NotFoundError'; } }
+/** The client was closed (close() or a fatal error) before the operation completed. */
+export class ClosedError extends GatewayError { constructor(m, x) { super('closed', m, x); this.name = 'ClosedError'; } }
+
+const ERROR_CLASSES = {
+  unauthorized: AuthError,
+  forbidden: ForbiddenError,
+  rate_limited: RateLimitedError,
+  bad_request: BadRequestError,
+  too_large: TooLargeError,
+  unavailable: UnavailableError,
+  not_found: NotFoundError,
+};
+
+/** Builds the typed error for a gateway `error` frame. */
+export function errorFromFrame(frame, session) {
+  const Cls = ERROR_CLASSES[frame.code];
+  const extra = { ref: frame.ref, session };
+  return Cls ? new Cls(frame.message || frame.code, extra) : new GatewayError(String(frame.code), frame.message || '', extra);
+}
+
+/** A fresh publisher message id (unique per client; the gateway dedupes on it). */
+export function newId() {
+  const c = globalThis.crypto;
+  if (c && typeof c.randomUUID === 'function') return c.randomUUID();
+  let s = '';
+  for (let i = 0; i < 4; i++) s += Math.floor(Math.random() * 0x100000000).toString(16).padStart(8, '0');
+  return s;
+}
+
+const DEFAULTS = {
+  backoffInitialMs: 250,
+  backoffMaxMs: 10_000,
+  helloTimeoutMs: 10_000,
+  pingIntervalMs: 20_000,
+  pongTimeoutMs: 10_000,
+  maxMessageBytes: 1 << 20,
+  maxUnavailableRetries: 8,
+};
+
+/**
+ * Creates a client and starts connecting.
+ * @param {object} options
+ * @param {string} options.url gateway endpoint, e.g. `wss://gw.example/v1/ws`
+ * @param {() => (string|Promise<string>)} options.getToken returns a JWT; called before every (re)connect
+ * @param {Function} [options.WebSocket] WebSocket constructor (default: globalThis.WebSocket)
+ * @param {number} [options.backoffInitialMs=250] first retry delay (before jitter)
+ * @param {number} [options.backoffMaxMs=10000] cap of the retry delay
+ * @param {number} [options.helloTimeoutMs=10000] give up on a connection attempt without welcome after this
+ * @param {number} [options.pingIntervalMs=20000] send a ping when the connection was idle this long (0: never)
+ * @param {number} [options.pongTimeoutMs=10000] drop the connection if nothing arrives this long after a ping
+ * @param {number} [options.maxMessageBytes=1048576] refuse publishes whose frame is larger (the gateway's limit)
+ * @param {number} [options.maxUnavailableRetries=8] re-send a durable publish refused as `unavailable` this often
+ * @param {() => string} [options.newId] publisher id generator
+ * @returns {GatewayClient}
+ */
+export function connect(options) {
+  const client = new GatewayClient(options);
+  client.start();
+  return client;
+}
+
+/** A session subscription: an async iterable of events, with the transcript position it has reached. */
+export class Subscription {
+  /** @internal */
+  constructor(client, state, onEvent) {
+    this._client = client;
+    this._state = state;
+    this._onEvent = onEvent;
+    this._queue = [];
+    this._waiters = [];
+    this._done = false;
+    this._error = null;
+  }
+
+  /** The session id. */
+  get session() { return this._state.session; }
+  /** The last durable seq delivered to this client for the session (0 if none). */
+  get lastSeq() { return this._state.lastSeq; }
+  /** The transcript epoch reported by the gateway. */
+  get epoch() { return this._state.epoch; }
+  /** The session head reported by the latest `joined`. */
+  get head() { return this._state.head; }
+
+  /** Stops this subscription; the client leaves the session when its last subscription closes. */
+  close() {
+    if (this._done) return;
+    this._finish(null);
+    this._client._unsubscribe(this);
+  }
+
+  /** @internal */
+  _deliver(ev) {
+    if (this._done) return;
+    if (this._onEvent) {
+      try { this._onEvent(ev); } catch (e) { this._client._emit('listenerError', e); }
+      return;
+    }
+    const w = this._waiters.shift();
+    if (w) w.resolve({ value: ev, done: false });
+    else this._queue.push(ev);
+  }
+
+  /** @internal */
+  _finish(error) {
+    if (this._done) return;
+    this._done = true;
+    this._error = error;
+    for (const w of this._waiters.splice(0)) {
+      if (error) w.reject(error);
+      else w.resolve({ value: undefined, done: true });
+    }
+  }
+
+  /** Events in order: durable events exactly once, ephemeral ones as they come. */
+  [Symbol.asyncIterator]() {
+    return {
+      next: () => {
+        if (this._queue.length) return Promise.resolve({ value: this._queue.shift(), done: false });
+        if (this._done) return this._error ? Promise.reject(this._error) : Promise.resolve({ value: undefined, done: true });
+        return new Promise((resolve, reject) => this._waiters.push({ resolve, reject }));
+      },
+      return: () => {
+        this.close();
+        return Promise.resolve({ value: undefined, done: true });
+      },
+      [Symbol.asyncIterator]() { return this; },
+    };
+  }
+}
+
+/** The connection to one gateway. Create it with connect(). */
+export class GatewayClient {
+  constructor(options) {
+    if (!options || typeof options.url !== 'string') throw new TypeError('connect: options.url is required');
+    if (typeof options.getToken !== 'function') throw new TypeError('connect: options.getToken must be a function');
+    this._opts = { ...DEFAULTS, ...options };
+    this._WebSocket = options.WebSocket || globalThis.WebSocket;
+    if (typeof this._WebSocket !== 'function') throw new TypeError('connect: no WebSocket implementation (pass options.WebSocket)');
+    this._newId = options.newId || newId;
+    this._listeners = new Map();
+    this._state = State.CONNECTING;
+    this._everOpen = false;
+    this._closed = false;
+    this._ws = null;
+    this._welcomed = false;
+    this._generation = 0;
+    this._attempt = 0;
+    this._retryTimer = null;
+    this._helloTimer = null;
+    this._pingTimer = null;
+    this._lastInbound = 0;
+    this._pingSent = false;
+    /** @type {Map<string, object>} session -> session state */
+    this._sessions = new Map();
+    /** @type {Map<string, object>} id -> pending publish */
+    this._pending = new Map();
+    /** FIFO of join/leave frames sent on this connection and not yet answered. */
+    this._inflight = [];
+    this.welcome = null;
+  }
+
+  /** Current connection state (see State). */
+  get state() { return this._state; }
+  /** Number of publishes sent or queued and not yet acked. */
+  get pendingCount() { return this._pending.size; }
+
+  /**
+   * Subscribes to client events. Returns a function that unsubscribes.
+   * Types: `state` {state, previous}, `open` {conn, sub, role}, `close` {code, reason, willReconnect, delayMs},
+   * `trimmed` {session, first}, `reset` {session, head, epoch}, `rate_limited` {session, ref, error},
+   * `error` (GatewayError), `event` (every event frame delivered, any session).
+   */
+  on(type, listener) {
+    let set = this._listeners.get(type);
+    if (!set) this._listeners.set(type, (set = new Set()));
+    set.add(listener);
+    return () => set.delete(listener);
+  }
+
+  /** Removes a listener added with on(). */
+  off(type, listener) {
+    const set = this._listeners.get(type);
+    if (set) set.delete(listener);
+  }
+
+  /** @internal */
+  _emit(type, payload) {
+    const set = this._listeners.get(type);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try { fn(payload); } catch (e) { if (type !== 'listenerError') this._emit('listenerError', e); }
+    }
+  }
+
+  _setState(state) {
+    if (this._state === state) return;
+    const previous = this._state;
+    this._state = state;
+    this._emit('state', { state, previous });
+  }
+
+  /** @internal Starts the first connection attempt (connect() calls it). */
+  start() {
+    if (this._ws || this._closed) return;
+    this._open();
+  }
+
+  /** Resolves once the client is open (welcomed, sessions re-joined); rejects if it closes first. */
+  ready() {
+    if (this._state === State.OPEN) return Promise.resolve(this.welcome);
+    if (this._state === State.CLOSED) return Promise.reject(this._fatal || new ClosedError('client closed'));
+    return new Promise((resolve, reject) => {
+      const offs = [
+        this.on('state', ({ state }) => {
+          if (state === State.OPEN) { offs.forEach((f) => f()); resolve(this.welcome); }
+          if (state === State.CLOSED) { offs.forEach((f) => f()); reject(this._fatal || new ClosedError('client closed')); }
+        }),
+      ];
+    });
+  }
+
+  /**
+   * Joins a session. Resolves with a Subscription once the gateway answered `joined`.
+   * With `since`, every durable event with seq > since is replayed first; without it, only new events.
+   * Events go to `onEvent` if given, otherwise they are buffered for `for await (const ev of sub)`.
+   * Joining a session already joined adds another subscription that sees events from now on.
+   * @param {string} session
+   * @param {{since?: number, epoch?: string, onEvent?: (ev: object) => void}} [opts]
+   * @returns {Promise<Subscription>}
+   */
+  join(session, opts = {}) {
+    if (this._closed) return Promise.reject(this._fatal || new ClosedError('client closed'));
+    let st = this._sessions.get(session);
+    const isNew = !st;
+    if (!st) {
+      st = {
+        session,
+        lastSeq: opts.since ?? null, // null: not known yet (join without since: taken from `joined.head`)
+        epoch: opts.epoch ?? null,
+        head: null,
+        joined: false,
+        subs: new Set(),
+        waiters: [],
+        error: null,
+      };
+      this._sessions.set(session, st);
+    }
+    const sub = new Subscription(this, st, opts.onEvent);
+    st.subs.add(sub);
+    if (!isNew && st.joined) return Promise.resolve(sub);
+    const p = new Promise((resolve, reject) => st.waiters.push({ resolve: () => resolve(sub), reject }));
+    if (isNew && this._canSend()) this._sendJoin(st);
+    return p;
+  }
+
+  /** Leaves a session: closes all its subscriptions. */
+  leave(session) {
+    const st = this._sessions.get(session);
+    if (!st) return;
+    for (const sub of [...st.subs]) sub.close();
+  }
+
+  /**
+   * Publishes an event. Resolves with the ack `{id, session, seq, duplicate}` (no seq when ephemeral).
+   * Durable publishes are kept until acked and re-sent with the same id after a reconnect; ephemeral ones
+   * (`ephemeral: true` or a kind ending in `.delta`) are sent once and resolve `{dropped: true}` if the
+   * connection drops before their ack. Rejects with a typed GatewayError if the gateway refuses it.
+   * @param {string} session
+   * @param {string} kind
+   * @param {*} data any JSON value
+   * @param {{ephemeral?: boolean, id?: string}} [opts]
+   */
+  publish(session, kind, data, opts = {}) {
+    if (this._closed) return Promise.reject(this._fatal || new ClosedError('client closed'));
+    const id = opts.id ?? this._newId();
+    if (this._pending.has(id)) return Promise.reject(new BadRequestError(`publish id ${id} is already pending`, { ref: id, session }));
+    const ephemeral = !!opts.ephemeral || kind.endsWith('.delta');
+    const frame = { type: 'publish', session, id, kind, data: data === undefined ? null : data };
+    if (opts.ephemeral) frame.ephemeral = true;
+    const text = JSON.stringify(frame);
+    if (byteLength(text) > this._opts.maxMessageBytes) {
+      return Promise.reject(new TooLargeError(`publish of ${byteLength(text)} bytes is over the limit`, { ref: id, session }));
+    }
+    return new Promise((resolve, reject) => {
+      const entry = { id, session, text, ephemeral, resolve, reject, sentOn: 0, retries: 0 };
+      this._pending.set(id, entry);
+      if (this._canSend()) this._sendPending(entry);
+    });
+  }
+
+  /**
+   * Sends a user chat message (`chat.message`, data `{text, ...extra}`); resolves with the ack `{seq, id, ...}`.
+   * This is the real replacement for the frontend's mock sendChatMessage.
+   */
+  sendChatMessage(session, text, extra = {}) {
+    return this.publish(session, 'chat.message', { ...extra, text });
+  }
+
+  /** Closes the client for good: no reconnect; pending publishes and subscriptions end with ClosedError. */
+  close(code = 1000, reason = 'client closed') {
+    if (this._closed) return;
+    this._shutdown(new ClosedError('client closed'), code, reason);
+  }
+
+  // ---- internals ------------------------------------------------------------------------------------------
+
+  _canSend() {
+    return !!this._ws && this._welcomed;
+  }
+
+  async _open() {
+    const gen = ++this._generation;
+    this._welcomed = false;
+    this._inflight = [];
+    this._setState(this._everOpen ? State.RESUMING : State.CONNECTING);
+    let token;
+    try {
+      token = await this._opts.getToken();
+    } catch (e) {
+      if (gen !== this._generation || this._closed) return;
+      this._emit('error', new GatewayError('token', `getToken failed: ${e && e.message ? e.message : e}`));
+      this._scheduleReconnect({ code: 0, reason: 'getToken failed' });
+      return;
+    }
+    if (gen !== this._generation || this._closed) return;
+    let ws;
+    try {
+      ws = new this._WebSocket(this._opts.url);
+    } catch (e) {
+      this._emit('error', new GatewayError('connect', `cannot open ${this._opts.url}: ${e && e.message ? e.message : e}`));
+      this._scheduleReconnect({ code: 0, reason: 'connect failed' });
+      return;
+    }
+    this._ws = ws;
+    const live = () => gen === this._generation && this._ws === ws;
+    this._helloTimer = setTimeout(() => {
+      if (live()) this._drop(ws, { code: CloseCode.ABNORMAL, reason: 'no welcome in time' });
+    }, this._opts.helloTimeoutMs);
+    ws.onopen = () => {
+      if (!live()) return;
+      this._lastInbound = Date.now();
+      ws.send(JSON.stringify({ type: 'hello', token }));
+    };
+    ws.onmessage = (msg) => {
+      if (!live()) return;
+      this._lastInbound = Date.now();
+      this._pingSent = false;
+      const raw = typeof msg.data === 'string' ? msg.data : String(msg.data);
+      let frame;
+      try { frame = JSON.parse(raw); } catch { return; }
+      if (frame && typeof frame === 'object') this._onFrame(frame);
+    };
+    ws.onerror = () => {
+      // A close event follows; nothing to do here (browsers give no detail).
+    };
+    ws.onclose = (ev) => {
+      if (!live()) return;
+      this._drop(ws, { code: ev.code, reason: ev.reason || '' }, true);
+    };
+  }
+
+  /** The connection ended (closed by the gateway, failed, or given up on): settle state and reconnect. */
+  _drop(ws, info, alreadyClosed = false) {
+    if (ws !== this._ws) return;
+    const wasWelcomed = this._welcomed;
+    this._ws = null;
+    this._welcomed = false;
+    this._generation++;
+    clearTimeout(this._helloTimer);
+    clearInterval(this._pingTimer);
+    detach(ws);
+    if (!alreadyClosed) {
+      try { ws.close(4000, info.reason.slice(0, 100)); } catch { /* already closing */ }
+    }
+    for (const st of this._sessions.values()) st.joined = false;
+    this._inflight = [];
+    // Ephemeral publishes sent on the lost connection are not re-sent.
+    for (const entry of [...this._pending.values()]) {
+      if (entry.ephemeral && entry.sentOn) {
+        this._pending.delete(entry.id);
+        entry.resolve({ id: entry.id, session: entry.session, dropped: true });
+      }
+    }
+    if (this._closed) return;
+    if (info.code === CloseCode.AUTH && !wasWelcomed) {
+      const err = new AuthError(`authentication refused: ${info.reason || 'close 4001'}`, { closeCode: info.code });
+      this._emit('close', { ...info, willReconnect: false, delayMs: 0 });
+      this._shutdown(err, 1000, '', false);
+      return;
+    }
+    this._scheduleReconnect(info);
+  }
+
+  _scheduleReconnect(info) {
+    const base = Math.min(this._opts.backoffMaxMs, this._opts.backoffInitialMs * 2 ** Math.min(this._attempt, 30));
+    // "Equal jitter": half fixed, half random, so retries of many clients spread out but never hammer.
+    let delay = base / 2 + Math.random() * (base / 2);
+    if (info.code === CloseCode.POLICY) delay = Math.max(delay, Math.min(this._opts.backoffMaxMs, 1000));
+    this._attempt++;
+    this._setState(this._everOpen ? State.RESUMING : State.CONNECTING);
+    this._emit('close', { code: info.code, reason: info.reason, willReconnect: true, delayMs: Math.round(delay) });
+    clearTimeout(this._retryTimer);
+    this._retryTimer = setTimeout(() => {
+      this._retryTimer = null;
+      if (!this._closed) this._open();
+    }, delay);
+  }
+
+  _shutdown(error, code, reason, closeSocket = true) {
+    this._closed = true;
+    this._fatal = error instanceof ClosedError ? null : error;
+    clearTimeout(this._retryTimer);
+    clearTimeout(this._helloTimer);
+    clearInterval(this._pingTimer);
+    const ws = this._ws;
+    this._ws = null;
+    this._welcomed = false;
+    this._generation++;
+    if (ws) {
+      detach(ws);
+      if (closeSocket) { try { ws.close(code, reason); } catch { /* ignore */ } }
+    }
+    for (const entry of this._pending.values()) entry.reject(error);
+    this._pending.clear();
+    for (const st of this._sessions.values()) {
+      for (const w of st.waiters.splice(0)) w.reject(error);
+      for (const sub of st.subs) sub._finish(error instanceof ClosedError ? null : error);
+    }
+    this._sessions.clear();
+    if (!(error instanceof ClosedError)) this._emit('error', error);
+    if (closeSocket && error instanceof ClosedError) this._emit('close', { code, reason, willReconnect: false, delayMs: 0 });
+    this._setState(State.CLOSED);
+  }
+
+  _send(obj) {
+    if (!this._ws) return false;
+    try {
+      this._ws.send(typeof obj === 'string' ? obj : JSON.stringify(obj));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  _sendJoin(st) {
+    const frame = { type: 'join', session: st.session };
+    if (st.lastSeq !== null && st.lastSeq !== undefined) {
+      frame.since = st.lastSeq;
+      if (st.epoch) frame.epoch = st.epoch;
+    }
+    this._inflight.push({ type: 'join', session: st.session });
+    this._send(frame);
+  }
+
+  _sendPending(entry) {
+    entry.sentOn = this._generation;
+    this._send(entry.text);
+  }
+
+  _onWelcome(frame) {
+    this._welcomed = true;
+    this._attempt = 0;
+    clearTimeout(this._helloTimer);
+    this.welcome = { conn: frame.conn, sub: frame.sub, role: frame.role };
+    this._startPings();
+    this._emit('open', this.welcome);
+    for (const st of this._sessions.values()) this._sendJoin(st);
+    for (const entry of this._pending.values()) this._sendPending(entry);
+    this._maybeOpen();
+  }
+
+  _maybeOpen() {
+    if (!this._welcomed) return;
+    for (const st of this._sessions.values()) if (!st.joined && st.subs.size) return;
+    this._everOpen = true;
+    this._setState(State.OPEN);
+  }
+
+  _startPings() {
+    clearInterval(this._pingTimer);
+    const interval = this._opts.pingIntervalMs;
+    if (!interval) return;
+    const ws = this._ws;
+    this._pingSent = false;
+    this._pingTimer = setInterval(() => {
+      if (ws !== this._ws) return;
+      const idle = Date.now() - this._lastInbound;
+      if (this._pingSent && idle > interval + this._opts.pongTimeoutMs) {
+        this._drop(ws, { code: CloseCode.ABNORMAL, reason: 'no answer to ping' });
+      } else if (!this._pingSent && idle >= interval) {
+        this._pingSent = true;
+        this._send({ type: 'ping' });
+      }
+    }, Math.max(50, Math.min(interval, this._opts.pongTimeoutMs) / 2));
+  }
+
+  _onFrame(f) {
+    switch (f.type) {
+      case 'welcome': return this._onWelcome(f);
+      case 'joined': return this._onJoined(f);
+      case 'left': return this._onLeft(f);
+      case 'event': return this._onEvent(f);
+      case 'ack': return this._onAck(f);
+      case 'error': return this._onError(f);
+      case 'pong': return undefined;
+      default: return undefined;
+    }
+  }
+
+  _popInflight(type, session) {
+    const i = this._inflight.findIndex((x) => x.type === type && (session === undefined || x.session === session));
+    if (i >= 0) return this._inflight.splice(i, 1)[0];
+    return null;
+  }
+
+  _onJoined(f) {
+    this._popInflight('join', f.session);
+    const st = this._sessions.get(f.session);
+    if (!st) return;
+    st.head = f.head;
+    const previousEpoch = st.epoch;
+    st.epoch = f.epoch ?? st.epoch;
+    if (f.reset) {
+      // The transcript was recreated or `since` is past its head: replay starts from the first held event.
+      st.lastSeq = 0;
+      this._emit('reset', { session: f.session, head: f.head, epoch: f.epoch, previousEpoch });
+    } else if (f.trimmed) {
+      // Events after `since` were removed by retention; replay starts at `first`.
+      st.lastSeq = Math.max(0, (f.first ?? 1) - 1);
+      this._emit('trimmed', { session: f.session, first: f.first, head: f.head });
+    } else if (st.lastSeq === null || st.lastSeq === undefined) {
+      st.lastSeq = f.head;
+    }
+    st.joined = true;
+    for (const w of st.waiters.splice(0)) w.resolve();
+    if (!st.subs.size) {
+      // Every subscription closed while the join was in flight.
+      this._sessions.delete(st.session);
+      this._inflight.push({ type: 'leave', session: st.session });
+      this._send({ type: 'leave', session: st.session });
+    }
+    this._maybeOpen();
+  }
+
+  _onLeft(f) {
+    this._popInflight('leave', f.session);
+  }
+
+  _onEvent(f) {
+    const st = this._sessions.get(f.session);
+    if (!st) return;
+    if (typeof f.seq === 'number') {
+      if (st.lastSeq !== null && f.seq <= st.lastSeq) return; // already delivered (replay overlap)
+      st.lastSeq = f.seq;
+      if (st.head === null || f.seq > st.head) st.head = f.seq;
+    }
+    for (const sub of [...st.subs]) sub._deliver(f);
+    this._emit('event', f);
+  }
+
+  _onAck(f) {
+    const entry = this._pending.get(f.id);
+    if (!entry || entry.session !== f.session) return;
+    this._pending.delete(f.id);
+    const ack = { id: f.id, session: f.session };
+    if (typeof f.seq === 'number') ack.seq = f.seq;
+    if (f.duplicate) ack.duplicate = true;
+    entry.resolve(ack);
+  }
+
+  _onError(f) {
+    if (f.ref !== undefined && f.ref !== null && this._pending.has(f.ref)) {
+      const entry = this._pending.get(f.ref);
+      const err = errorFromFrame(f, entry.session);
+      if (f.code === 'unavailable' && !entry.ephemeral && entry.retries < this._opts.maxUnavailableRetries) {
+        // Not stored (storage busy, or the gateway is draining): re-send the same id after a backoff delay,
+        // or on the next connection, whichever comes first.
+        entry.retries++;
+        entry.sentOn = 0;
+        const gen = this._generation;
+        const delay = Math.min(this._opts.backoffMaxMs, this._opts.backoffInitialMs * 2 ** entry.retries) * (0.5 + Math.random() / 2);
+        setTimeout(() => {
+          if (gen === this._generation && this._canSend() && this._pending.get(entry.id) === entry && !entry.sentOn) this._sendPending(entry);
+        }, delay);
+        return;
+      }
+      if (f.code === 'rate_limited') this._emit('rate_limited', { session: entry.session, ref: f.ref, error: err });
+      this._pending.delete(f.ref);
+      entry.reject(err);
+      return;
+    }
+    // Errors without ref answer the oldest unanswered join/leave (the gateway answers them in order).
+    if (['forbidden', 'bad_request', 'not_found'].includes(f.code) && this._inflight.length) {
+      const req = this._inflight.shift();
+      const err = errorFromFrame(f, req.session);
+      if (req.type === 'join') {
+        const st = this._sessions.get(req.session);
+        if (st) {
+          this._sessions.delete(req.session);
+          for (const w of st.waiters.splice(0)) w.reject(err);
+          for (const sub of st.subs) sub._finish(err);
+          this._emit('error', err);
+          this._maybeOpen();
+        }
+      }
+      return;
+    }
+    const err = errorFromFrame(f);
+    if (f.code === 'rate_limited') this._emit('rate_limited', { session: undefined, ref: f.ref, error: err });
+    this._emit('error', err);
+  }
+
+  _unsubscribe(sub) {
+    const st = sub._state;
+    st.subs.delete(sub);
+    if (st.subs.size || this._sessions.get(st.session) !== st) return;
+    if (st.joined) {
+      this._sessions.delete(st.session);
+      if (this._canSend()) {
+        this._inflight.push({ type: 'leave', session: st.session });
+        this._send({ type: 'leave', session: st.session });
+      }
+    } else if (!this._canSend()) {
+      this._sessions.delete(st.session); // never joined on this connection: nothing to leave
+      for (const w of st.waiters.splice(0)) w.reject(new ClosedError('subscription closed'));
+    }
+    // else: a join is in flight; _onJoined sends the leave.
+    this._maybeOpen();
+  }
+}
+
+/** Stops listening to a socket we gave up on (a no-op error handler stays: some implementations throw otherwise). */
+function detach(ws) {
+  ws.onopen = ws.onmessage = ws.onclose = null;
+  ws.onerror = () => {};
+}
+
+function byteLength(text) {
+  if (typeof TextEncoder !== 'undefined') return new TextEncoder().encode(text).length;
+  return text.length * 3;
+}
