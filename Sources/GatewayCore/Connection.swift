@@ -108,6 +108,10 @@ final class Connection {
     /// Returns true if the space was made.
     func evictEphemeral(toFit needed: Int, cap: Int) -> Bool {
         guard queuedBytes + needed > cap else { return true }
+        // Drop nothing unless dropping can make the room.
+        var ephemeralBytes = 0
+        for i in queueHead..<queue.count where queue[i].ephemeral { ephemeralBytes += queue[i].payload.count }
+        guard queuedBytes - ephemeralBytes + needed <= cap else { return false }
         var kept: [OutboundFrame] = []
         kept.reserveCapacity(queue.count - queueHead)
         var bytes = queuedBytes

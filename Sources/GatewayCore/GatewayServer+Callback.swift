@@ -252,6 +252,9 @@ extension GatewayServer {
         conn.pendingClose = (code, reason)
         if urgent { conn.dropQueue() }
         requestWrite(conn)
+        // The close frame goes out in WRITEABLE; a peer that never drains its socket would never get there,
+        // so lws drops the connection after a grace period (bounded memory and file descriptors).
+        lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, 5)
     }
 
     func requestWrite(_ conn: Connection) {
@@ -315,14 +318,18 @@ extension GatewayServer {
     @discardableResult
     func send(_ conn: Connection, _ payload: [UInt8], ephemeral: Bool = false, control: Bool = false, opcode: UInt8 = 1) -> Bool {
         if conn.phase == .closing { return false }
+        // Replies (acks, errors, pongs) may use twice the cap, so a burst of acks does not cut off a client
+        // that reads; beyond that even replies count as falling behind (a ping flood without reading).
         let cap = config.limits.outboundBufferBytes
-        if conn.queuedBytes + payload.count > cap && !control {
+        let limit = control ? 2 * cap : cap
+        if conn.queuedBytes + payload.count > limit {
             if ephemeral {
                 if !conn.evictEphemeral(toFit: payload.count, cap: cap) {
                     metrics.ephemeralDropped.increment()
                     return false
                 }
-            } else {
+            } else if !conn.evictEphemeral(toFit: payload.count, cap: limit) {
+                // Durable frames never wait behind deltas: queued ephemeral frames go first, then 4009.
                 metrics.slowConsumerCloses.increment()
                 logger.info(
                     "slow consumer closed",

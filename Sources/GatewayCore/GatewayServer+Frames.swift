@@ -130,7 +130,7 @@ extension GatewayServer {
             sendError(conn, "forbidden", "too many sessions joined (max \(config.limits.maxSessionsPerConnection))", ref: nil)
             return
         }
-        let head = log.head(session: j.session)
+        let head = ackedHeads[j.session] ?? 0
         let firstHeld = log.summary(session: j.session)?.firstHeld ?? (head + 1)
         var next = head + 1
         var trimmedFirst: UInt64? = nil
@@ -260,6 +260,7 @@ extension GatewayServer {
                     send(publisher, Wire.ack(id: r.id, session: r.session, seq: seq, duplicate: true), control: true)
                 }
             case .success(.appended(let seq)):
+                ackedHeads[r.session] = seq
                 if let publisher {
                     metrics.acks.increment()
                     send(publisher, Wire.ack(id: r.id, session: r.session, seq: seq, duplicate: false), control: true)
@@ -301,6 +302,12 @@ extension GatewayServer {
         let lowWater = config.limits.outboundBufferBytes / 2
         for (session, sub) in conn.subscriptions where sub.catchingUp {
             if conn.queuedBytes >= lowWater || conn.phase != .active { break }
+            let ackedHead = ackedHeads[session] ?? 0
+            if sub.nextSeq > ackedHead {
+                sub.catchingUp = false
+                conn.catchingUpCount -= 1
+                continue
+            }
             let result: ReadResult
             do {
                 result = try log.read(
@@ -313,13 +320,13 @@ extension GatewayServer {
                 conn.catchingUpCount -= 1
                 continue
             }
-            for record in result.records where record.seq >= sub.nextSeq {
+            for record in result.records where record.seq >= sub.nextSeq && record.seq <= ackedHead {
                 let frame = EventEncoding.record(record)
                 conn.enqueue(OutboundFrame(payload: frame, ephemeral: false))
                 sub.nextSeq = record.seq + 1
                 deliveredReplay += 1
             }
-            if result.records.isEmpty || sub.nextSeq > result.head {
+            if result.records.isEmpty || sub.nextSeq > ackedHead {
                 sub.catchingUp = false
                 conn.catchingUpCount -= 1
             }

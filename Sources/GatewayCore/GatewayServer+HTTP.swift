@@ -21,7 +21,7 @@ extension GatewayServer {
             return respond(wsi, status: 200, body: "ok\n")
         case "/readyz":
             return isReady ? respond(wsi, status: 200, body: "ready\n") : respond(wsi, status: 503, body: draining ? "draining\n" : "starting\n")
-        case "/metrics":
+        case "/metrics" where config.metricsEnabled:
             flushCounters()
             return respond(wsi, status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
         case "/v1/sessions":

@@ -50,6 +50,11 @@ public final class GatewayServer: @unchecked Sendable {
     var listenWsis: [OpaquePointer] = []
     var connections: [ConnectionID: Connection] = [:]
     var sessions: [String: LiveSession] = [:]
+    /// Per session, the highest seq whose commit result the service thread has processed (acked and fanned out).
+    /// Replay never reads past it, so no client sees a durable event before its publisher's ack went out.
+    /// Seeded from the log at start; every later commit passes through `handleCommitted` in order.
+    var ackedHeads: [String: UInt64] = [:]
+    var lastTokenCheckNs: UInt64 = 0
     var connectionsPerSub: [String: Int] = [:]
     var nextConnection: UInt64 = 0
     var inFlight = 0
@@ -83,6 +88,8 @@ public final class GatewayServer: @unchecked Sendable {
         options.retentionMaxAgeSeconds = configuration.retentionMaxAgeSeconds
         options.retentionMaxTotalBytes = configuration.retentionMaxTotalBytes
         options.skipDamagedRecords = configuration.skipDamagedRecords
+        // A record holds one event: leave room for the largest message plus its envelope.
+        options.maxRecordBytes = max(options.maxRecordBytes, configuration.limits.maxMessageBytes + 64 * 1024)
         do {
             try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
         } catch {
@@ -96,6 +103,7 @@ public final class GatewayServer: @unchecked Sendable {
         }
         self.log = opened
         self.webAssets = WebAssets(root: configuration.webRoot)
+        for s in opened.sessions() { ackedHeads[s.session] = s.head }
         scratchCapacity = Int(CLWS_PRE) + 256 * 1024
         scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchCapacity, alignment: 16)
         let box = WakeBox()
@@ -275,6 +283,8 @@ public final class GatewayServer: @unchecked Sendable {
         let authDeadline = UInt64(config.limits.authTimeoutSeconds * 1e9)
         let wallMs = StorageEngine.nowMs()
         let leewayMs = Int64(config.auth.leewaySeconds) * 1_000
+        let checkTokens = now - lastTokenCheckNs >= UInt64(max(0.2, config.limits.tokenRecheckSeconds) * 1e9)
+        if checkTokens { lastTokenCheckNs = now }
         var total = 0
         for conn in connections.values {
             total += conn.queuedBytes
@@ -284,7 +294,7 @@ public final class GatewayServer: @unchecked Sendable {
                     close(conn, code: 4001, reason: "authentication timeout", urgent: true)
                 }
             case .active:
-                if let p = conn.principal, p.expiresAt * 1_000 + leewayMs < wallMs {
+                if checkTokens, let p = conn.principal, p.expiresAt * 1_000 + leewayMs < wallMs {
                     close(conn, code: 4001, reason: "token expired", urgent: false)
                 }
             case .closing:

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
-import GatewayAuth
-import GatewayConfig
+import Glibc
+import Logging
 
 /// `gatewayctl`: the operator's command line for the Samokoder gateway.
 @main
@@ -9,77 +9,59 @@ struct GatewayCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gatewayctl",
         abstract: "Operate a Samokoder gateway: mint development tokens, tail sessions, read transcripts.",
-        subcommands: [Token.self])
-}
+        discussion: """
+            Online (a running gateway; URL and operator token from --url/--token or GATEWAY_URL/GATEWAY_TOKEN):
+              tail SESSION        replay a session and follow it live
+              sessions            live sessions with subscribers, head and last event time
+            Offline (a data directory, read-only unless stated):
+              log cat|sessions|verify|repair DATA_DIR
+              export SESSION DATA_DIR --format jsonl|markdown
+            Development:
+              token mint          an HS256 token from the configured secret
 
-extension GatewayCtl {
-    struct Token: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Development tokens.", subcommands: [Mint.self])
-    }
-}
+            Exit codes: 0 ok, 1 usage or local failure, 2 connection or authentication,
+            3 not found or forbidden, 4 damaged transcript log.
+            Diagnostics (reconnects, resets) go to stderr through swift-log; GATEWAYCTL_LOG_LEVEL sets the level
+            (default notice). docs/operations.md has the details.
 
-extension GatewayCtl.Token {
-    /// `gatewayctl token mint`: an HS256 token from the configured development secret.
-    struct Mint: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(
-            abstract: "Mint an HS256 token from the configured secret; the token is printed alone on the last line.",
-            discussion: """
-                The secret comes from GATEWAY_AUTH_HS256_SECRET, or from auth.hs256_secret in --config.
+            Examples:
+              export GATEWAY_TOKEN=$(gatewayctl token mint --role operator --sub ops --ttl 8h | tail -n 1)
+              gatewayctl tail demo --last 20 --follow
+              gatewayctl sessions
+              gatewayctl log verify data
+            """,
+        subcommands: [Tail.self, Sessions.self, Log.self, Export.self, Token.self])
 
-                Examples:
-                  gatewayctl token mint --role user --sub alice --session demo
-                  gatewayctl token mint --role agent --sub worker-1 --session '*' --ttl 8h
-                  gatewayctl token mint --role operator --sub ops --ttl 15m
-                """)
-
-        enum RoleArgument: String, ExpressibleByArgument, CaseIterable { case user, agent, `operator` }
-
-        @Option(help: "Role: user | agent | operator.") var role: RoleArgument
-        @Option(help: "Subject: the user id or worker id.") var sub: String
-        @Option(name: .customLong("session"), help: "A session the token may join (repeatable; '*' = any, agents/operators).")
-        var sessions: [String] = []
-        @Option(help: "Plan tier that selects rate limits.") var tier: String?
-        @Option(help: "Lifetime: e.g. 90s, 15m, 1h, 7d.") var ttl: String = "1h"
-        @Option(help: "JSON configuration file to read auth.* from.") var config: String?
-
-        func run() async throws {
-            guard let seconds = Self.parseDuration(ttl), seconds > 0 else {
-                throw ValidationError("--ttl must look like 90s, 15m, 1h or 7d")
+    /// Parses, runs, and maps failures to the documented exit codes: usage errors exit 1 (not
+    /// ArgumentParser's 64), ``CtlError`` prints one line and exits with its code, nothing prints a stack trace.
+    static func main() async {
+        bootstrapLogging()
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
             }
-            let env = ProcessInfo.processInfo.environment
-            let configuration: GatewayConfiguration
-            do {
-                configuration = try await GatewayConfiguration.load(
-                    configFile: config ?? env["GATEWAY_CONFIG"], environment: env, overrides: [:])
-            } catch {
-                throw ValidationError("\(error)")
+        } catch let error as CtlError {
+            if !error.message.isEmpty { writeStandardError("gatewayctl: " + error.message) }
+            Glibc.exit(error.exitCode.rawValue)
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                writeStandardError(fullMessage(for: error))
+                Glibc.exit(CtlExitCode.usage.rawValue)
             }
-            guard let secret = configuration.auth.hs256Secret else {
-                throw ValidationError("no HS256 secret: set GATEWAY_AUTH_HS256_SECRET or auth.hs256_secret")
-            }
-            let role: Role
-            switch self.role {
-            case .user: role = .user
-            case .agent: role = .agent
-            case .operator: role = .operator
-            }
-            let token = try await TokenMinter.hs256(
-                secret: secret, sub: sub, role: role, sessions: sessions, tier: tier, ttlSeconds: seconds,
-                audience: configuration.auth.audience, issuer: configuration.auth.issuer)
-            FileHandle.standardError.write(Data("role=\(role.rawValue) sub=\(sub) ttl=\(seconds)s\n".utf8))
-            FileHandle.standardOutput.write(Data((token + "\n").utf8))
+            exit(withError: error)
         }
+    }
 
-        static func parseDuration(_ s: String) -> Int? {
-            guard let unit = s.last, let n = Int(s.dropLast()) else { return Int(s) }
-            switch unit {
-            case "s": return n
-            case "m": return n * 60
-            case "h": return n * 3_600
-            case "d": return n * 86_400
-            default: return nil
-            }
+    /// swift-log to stderr at `GATEWAYCTL_LOG_LEVEL` (default `notice`).
+    static func bootstrapLogging() {
+        let level = ProcessInfo.processInfo.environment["GATEWAYCTL_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .notice
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
         }
     }
 }

@@ -111,7 +111,8 @@ final class TailRunner {
             let end: ConnectionEnd
             do throws(ConnectionEnd) {
                 try runConnection()
-                return try output.flush()
+                try flushOutput()
+                return
             } catch {
                 end = error
             }

@@ -327,3 +327,40 @@ struct ContractTests {
         #expect(try op.next().string("code") == "forbidden")
     }
 }
+
+@Suite("Gateway backpressure on replies", .timeLimit(.minutes(2)))
+struct ReplyBackpressureTests {
+    /// A client that floods pings and never reads cannot grow the server's memory: replies are capped at twice
+    /// the outbound buffer (then 4009), and lws stops reading a socket whose output is backed up, so the flood
+    /// stalls in the client's own send buffer.
+    @Test func pingFloodWithoutReadingStaysBounded() async throws {
+        let gw = try await TestGateway.start(settings: [
+            "limits.outbound_buffer_bytes": "65536", "limits.max_message_bytes": "16384",
+        ])
+        defer { Task { await gw.stopAndRemove() } }
+        let token = try await gw.token(.user, sub: "flood", sessions: ["s"])
+        var options = WebSocketClientOptions()
+        options.receiveBufferSize = 4096
+        let ws = try WebSocketClient.connect(url: gw.url, options: options)
+        let p = Peer(ws)
+        try p.send(["type": "hello", "token": token])
+        _ = try p.next(type: "welcome")
+        var sent = 0
+        do {
+            for i in 0..<60_000 {
+                try ws.sendText(#"{"type":"ping","id":"p\#(i)"}"#, timeout: .seconds(2))
+                sent += 1
+            }
+        } catch {
+            // Expected: the server stopped reading this socket, so our sends stall.
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        let metrics = String(decoding: try RawHTTP.get(host: "127.0.0.1", port: gw.port, path: "/metrics").body, as: UTF8.self)
+        let queued = metrics.split(separator: "\n").first { $0.hasPrefix("gateway_outbound_queue_bytes ") }
+            .flatMap { Double($0.split(separator: " ").last ?? "") } ?? -1
+        #expect(queued >= 0 && queued <= 2 * 65536 + 64, "queued \(queued) bytes after \(sent) pings")
+        ws.close()
+        // The gateway is still healthy.
+        #expect(try RawHTTP.get(host: "127.0.0.1", port: gw.port, path: "/healthz").status == 200)
+    }
+}
