@@ -2,7 +2,7 @@
 # Installs the system packages the gateway builds and tests against (Debian 12).
 # Idempotent: skips apt when everything is already present.
 set -euo pipefail
-PKGS=(libwebsockets-dev libssl-dev pkg-config openssl iproute2 ca-certificates)
+PKGS=(libwebsockets-dev libwebsockets-evlib-ev libssl-dev pkg-config openssl iproute2 ca-certificates)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

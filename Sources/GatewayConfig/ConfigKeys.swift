@@ -109,6 +109,7 @@ enum ConfigKeys {
         .init("diag.echo", .bool),
         .init("metrics.enabled", .bool),
         .init("web.root", .string(nonEmpty: false)),
+        .init("server.event_loop", .choice(["libev", "poll"])),
     ]
 
     static let fileOnly: [ConfigKeyDescriptor] = [

@@ -56,6 +56,7 @@ extension GatewayConfiguration {
         add("diag.echo", "\(diagEcho)")
         add("metrics.enabled", "\(metricsEnabled)")
         add("web.root", webRoot)
+        add("server.event_loop", eventLoop)
         return lines.joined(separator: "\n")
     }
 }

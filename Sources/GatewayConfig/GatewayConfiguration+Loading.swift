@@ -351,6 +351,7 @@ struct ValueResolver {
         config.diagEcho = try await bool("diag.echo") ?? defaults.diagEcho
         config.metricsEnabled = try await bool("metrics.enabled") ?? defaults.metricsEnabled
         config.webRoot = try await string("web.root") ?? defaults.webRoot
+        config.eventLoop = try await string("server.event_loop") ?? defaults.eventLoop
         return config
     }
 

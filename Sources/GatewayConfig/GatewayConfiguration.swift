@@ -38,6 +38,8 @@ public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible
     /// `web.root`: directory whose files are served read-only at `/<relative path>` (the browser client at
     /// `/client/v1/gateway-client.js`, the session page at `/console/`); loaded into memory at start. Empty = off.
     public var webRoot: String
+    /// `server.event_loop`: `libev` (epoll, O(active connections) per wake-up; lws's evlib plugin) or `poll`.
+    public var eventLoop: String
     /// `GATEWAY_*` environment variables that matched no key (likely typos); the gateway should warn about them.
     public var unrecognizedEnvironmentVariables: [String]
 
@@ -60,6 +62,7 @@ public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible
         diagEcho: false,
         metricsEnabled: true,
         webRoot: "clients/web",
+        eventLoop: "libev",
         unrecognizedEnvironmentVariables: []
     )
 
@@ -81,6 +84,7 @@ public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible
         diagEcho: Bool,
         metricsEnabled: Bool,
         webRoot: String = "clients/web",
+        eventLoop: String = "libev",
         unrecognizedEnvironmentVariables: [String] = []
     ) {
         self.listeners = listeners
@@ -99,6 +103,7 @@ public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible
         self.diagEcho = diagEcho
         self.metricsEnabled = metricsEnabled
         self.webRoot = webRoot
+        self.eventLoop = eventLoop
         self.unrecognizedEnvironmentVariables = unrecognizedEnvironmentVariables
     }
 

@@ -67,6 +67,9 @@ public final class GatewayServer: @unchecked Sendable {
     var scratchCapacity: Int
     let pre = Int(CLWS_PRE)
     var ready = false
+    var usesEventLib: Bool { config.eventLoop == "libev" }
+    /// Set when the context was destroyed from inside the event-library loop (how an evlib loop is stopped).
+    var destroyedInLoop = false
     // Hot-path counters, flushed to `metrics` on the housekeeping tick.
     var deliveredDurable = 0
     var deliveredEphemeral = 0
@@ -249,7 +252,8 @@ public final class GatewayServer: @unchecked Sendable {
 
     private func shutdownNow(_ ctx: OpaquePointer) {
         contextRef.withLock { $0 = nil }
-        // Close remaining connections' Swift state before the context goes (CLOSED callbacks run inside destroy).
+        // CLOSED callbacks for the remaining connections run inside destroy. After an in-loop destroy (event
+        // library), lws needs this second call to finish (lws-notes §3.12).
         lws_context_destroy(ctx)
         context = nil
         storage.stop()
@@ -275,6 +279,13 @@ public final class GatewayServer: @unchecked Sendable {
         if now - lastHousekeepingNs >= 200_000_000 {
             lastHousekeepingNs = now
             housekeeping(now)
+        }
+        // An event-library loop (libev) only returns from lws_service once the context is destroyed from
+        // inside it.
+        if loopShouldExit && usesEventLib && !destroyedInLoop, let ctx = context {
+            destroyedInLoop = true
+            contextRef.withLock { $0 = nil }
+            lws_context_destroy(ctx)
         }
     }
 

@@ -157,6 +157,11 @@ extension GatewayServer {
 
         var info = lws_context_creation_info()
         info.options = CLWS_OPTION_EXPLICIT_VHOSTS | CLWS_OPTION_VALIDATE_UTF8
+        if usesEventLib {
+            info.options |= CLWS_OPTION_LIBEV
+            // Signals belong to swift-service-lifecycle, not to the event library.
+            info.signal_cb = { _, _ in }
+        }
         if config.listeners.contains(where: { $0.tls != nil }) { info.options |= CLWS_OPTION_DO_SSL_GLOBAL_INIT }
         info.port = CONTEXT_PORT_NO_LISTEN_SERVER
         info.protocols = UnsafePointer(protocols)

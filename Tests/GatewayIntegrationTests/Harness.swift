@@ -33,6 +33,11 @@ final class TestGateway: @unchecked Sendable {
             env["GATEWAY_TLS_CERT"] = tlsDir + "/cert.pem"
             env["GATEWAY_TLS_KEY"] = tlsDir + "/key.pem"
         }
+        // In-process gateways use lws's poll loop: libev allows a signal watcher (lws adds one for SIGINT) on only
+        // one loop per process, and these tests run many gateways at once. The child-process tests
+        // (ProcessTests) run the default libev loop.
+        var settings = settings
+        if settings["server.event_loop"] == nil { settings["server.event_loop"] = "poll" }
         let config = try await GatewayConfiguration.load(configFile: nil, environment: env, overrides: settings)
         var logger = Logger(label: "test-gateway")
         logger.logLevel = .warning

@@ -91,8 +91,9 @@ struct ProcessTests {
         #expect(try proc.wait(timeout: .seconds(15)) == .exited(0))
     }
 
-    /// SIGTERM: clients are closed with 1001, in-flight durable writes finish, exit 0.
-    @Test func sigtermDrainsAndExitsZero() async throws {
+    /// SIGTERM (and SIGINT): clients are closed with 1001, in-flight durable writes finish, exit 0.
+    @Test(arguments: [SIGTERM, SIGINT])
+    func signalDrainsAndExitsZero(signal: Int32) async throws {
         let dir = TestDirs.make("sigterm")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let (proc, port) = try Self.launch(dataDir: dir)
@@ -100,7 +101,7 @@ struct ProcessTests {
         _ = try user.join("s")
         let agent = try await Self.connect(port: port, role: .agent, sub: "w", sessions: ["s"])
         _ = try agent.publish("s", id: "before")
-        try proc.terminate()
+        try proc.send(signal: signal)
         #expect(try user.waitClose(timeout: .seconds(12)) == 1001)
         let status = try? proc.wait(timeout: .seconds(15))
         #expect(status == .exited(0), "gateway stderr: \(proc.stderr().suffix(3000))")
