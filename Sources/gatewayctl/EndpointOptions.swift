@@ -10,7 +10,10 @@ struct EndpointOptions: ParsableArguments {
     @Option(help: "Gateway WebSocket URL (default: $GATEWAY_URL, else \(EndpointOptions.defaultURL)).")
     var url: String?
 
-    @Option(help: "Operator token (default: $GATEWAY_TOKEN). Arguments are visible in ps; prefer the variable or --token-file.")
+    @Option(
+        help:
+            "Operator token (default: $GATEWAY_TOKEN). Arguments are visible in ps; prefer the variable or --token-file."
+    )
     var token: String?
 
     @Option(name: .customLong("token-file"), help: "Read the token from this file (first line).")
@@ -38,7 +41,9 @@ struct EndpointOptions: ParsableArguments {
 
     /// Checks flags that need no I/O.
     func validate() throws {
-        guard (1...120).contains(connectTimeout) else { throw ValidationError("--connect-timeout must be 1-120 seconds") }
+        guard (1...120).contains(connectTimeout) else {
+            throw ValidationError("--connect-timeout must be 1-120 seconds")
+        }
     }
 
     /// Resolves flags and environment into an endpoint.
@@ -61,13 +66,15 @@ struct EndpointOptions: ParsableArguments {
             guard let data = FileManager.default.contents(atPath: tokenFile) else {
                 throw CtlError.usage("cannot read --token-file \(TextEscaper.escape(tokenFile))")
             }
-            tokenText = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
+            tokenText =
+                String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
         } else {
             tokenText = environment["GATEWAY_TOKEN"] ?? ""
         }
         tokenText = tokenText.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !tokenText.isEmpty else {
-            throw CtlError.usage("no token: pass --token or --token-file, or set GATEWAY_TOKEN (see `gatewayctl token mint`)")
+            throw CtlError.usage(
+                "no token: pass --token or --token-file, or set GATEWAY_TOKEN (see `gatewayctl token mint`)")
         }
         guard tokenText.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
             throw CtlError.usage("the token contains spaces or control characters")

@@ -71,7 +71,8 @@ struct EventFormatter: Sendable {
     ///   - nowMs: The current time (decides whether the date is shown).
     /// - Returns: The line.
     func line(_ event: EventView, nowMs: Int64) -> String {
-        let time = event.timestampMs.map { Timestamps.eventTime($0, nowMs: nowMs) }
+        let time =
+            event.timestampMs.map { Timestamps.eventTime($0, nowMs: nowMs) }
             ?? TextEscaper.escape(event.timestampText, limit: 40)
         let seq = event.seq.map { "#\($0)" } ?? "~"
         let who = TextEscaper.escape(event.role, limit: 16) + "/" + TextEscaper.escape(event.sub, limit: 64)

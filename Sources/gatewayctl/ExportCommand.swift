@@ -9,19 +9,19 @@ extension GatewayCtl {
         static let configuration = CommandConfiguration(
             abstract: "Export a session's transcript from a log directory as JSON lines or Markdown.",
             discussion: """
-                jsonl: one event frame per line, exactly as `tail --json` prints them.
-                markdown: a chat log for support and audit: a header (session, epoch, time range in UTC), chat
-                messages as "**sub** (role, time): text", progress steps as list items, other kinds as compact lines.
+                jsonl: one event frame per line, exactly as `tail --json` prints them. \
+                markdown: a chat log for support and audit: a header (session, epoch, time range in UTC), chat \
+                messages as "**sub** (role, time): text", progress steps as list items, other kinds as compact lines. \
                 Markdown-significant characters in user text are escaped; control characters never appear.
 
-                Reads the log read-only (safe while the gateway runs). With --output the file is written
+                Reads the log read-only (safe while the gateway runs). With --output the file is written \
                 completely or not at all (temporary file, then rename).
 
                 Exit codes: 0 ok, 1 usage or write failure, 3 no such directory or session, 4 damaged log.
 
                 Examples:
                   gatewayctl export demo data --format markdown --output demo.md
-                  gatewayctl export demo data --format jsonl | jq -c 'select(.kind=="progress")'
+                  gatewayctl export demo data --format jsonl > demo.jsonl
                 """)
 
         /// Export formats.
@@ -44,7 +44,7 @@ extension GatewayCtl {
         @Option(name: [.short, .long], help: "Write to this file instead of stdout.")
         var output: String?
 
-        @Option(help: "Export the events after this seq (default 0: all held).")
+        @Option(help: "Export the events after this seq (0: all held).")
         var since: UInt64 = 0
 
         func run() throws {
@@ -68,7 +68,8 @@ extension GatewayCtl {
                         (record) throws(CtlError) in records.append(record)
                     }
                     let document = MarkdownTranscript(
-                        session: session, epoch: log.epoch, summary: summary, events: records.map(EventView.init(record:)))
+                        session: session, epoch: log.epoch, summary: summary,
+                        events: records.map(EventView.init(record:)))
                     for line in document.lines() { try sink.writeLine(line) }
                 }
                 try sink.flush()
@@ -232,7 +233,8 @@ enum Markdown {
     ///   - text: Untrusted text.
     /// - Returns: Safe Markdown.
     static func escapeBlock(_ text: String) -> String {
-        let lines = text.split(omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" })
+        let lines = text.split(
+            omittingEmptySubsequences: true, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" })
         var out: [String] = []
         for raw in lines {
             var line = escapePunctuation(TextEscaper.escape(String(raw)))

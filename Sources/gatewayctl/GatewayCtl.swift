@@ -19,13 +19,14 @@ struct GatewayCtl: AsyncParsableCommand {
             Development:
               token mint          an HS256 token from the configured secret
 
-            Exit codes: 0 ok, 1 usage or local failure, 2 connection or authentication,
-            3 not found or forbidden, 4 damaged transcript log.
-            Diagnostics (reconnects, resets) go to stderr through swift-log; GATEWAYCTL_LOG_LEVEL sets the level
+            Exit codes: 0 ok, 1 usage or local failure, 2 connection or authentication, \
+            3 not found or forbidden, 4 damaged transcript log. \
+            Diagnostics (reconnects, resets) go to stderr through swift-log; GATEWAYCTL_LOG_LEVEL sets the level \
             (default notice). docs/operations.md has the details.
 
             Examples:
-              export GATEWAY_TOKEN=$(gatewayctl token mint --role operator --sub ops --ttl 8h | tail -n 1)
+              gatewayctl token mint --role operator --sub ops --ttl 8h > ops.jwt
+              export GATEWAY_TOKEN=$(cat ops.jwt)   # or: --token-file ops.jwt
               gatewayctl tail demo --last 20 --follow
               gatewayctl sessions
               gatewayctl log verify data
@@ -36,6 +37,9 @@ struct GatewayCtl: AsyncParsableCommand {
     /// ArgumentParser's 64), ``CtlError`` prints one line and exits with its code, nothing prints a stack trace.
     static func main() async {
         bootstrapLogging()
+        // A closed stdout pipe (`| head`) must surface as EPIPE from write(2), which OutputSink turns into a quiet
+        // exit 0, rather than kill the process in the middle of a line.
+        signal(SIGPIPE, SIG_IGN)
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? any AsyncParsableCommand {
@@ -57,7 +61,8 @@ struct GatewayCtl: AsyncParsableCommand {
 
     /// swift-log to stderr at `GATEWAYCTL_LOG_LEVEL` (default `notice`).
     static func bootstrapLogging() {
-        let level = ProcessInfo.processInfo.environment["GATEWAYCTL_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .notice
+        let level =
+            ProcessInfo.processInfo.environment["GATEWAYCTL_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .notice
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level

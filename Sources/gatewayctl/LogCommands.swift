@@ -9,8 +9,8 @@ extension GatewayCtl {
         static let configuration = CommandConfiguration(
             abstract: "Read, verify and repair a transcript log directory directly (no gateway needed).",
             discussion: """
-                cat, sessions and verify open the log read-only without its lock: they work while the gateway is
-                stopped and, read-only, while it runs (a tail being written is simply where reading stops).
+                cat, sessions and verify open the log read-only without its lock: they work while the gateway is \
+                stopped and, read-only, while it runs (a tail being written is simply where reading stops). \
                 repair changes files, needs the gateway stopped and asks for --yes.
                 """,
             subcommands: [Cat.self, Sessions.self, Verify.self, Repair.self])
@@ -62,7 +62,8 @@ enum LogDirectory {
             return CtlError.usage(
                 "\(TextEscaper.escape(path)) is locked by a running gateway (or another writer): stop it first")
         default:
-            return CtlError.usage("cannot read the log in \(TextEscaper.escape(path)): \(TextEscaper.escape("\(error)"))")
+            return CtlError.usage(
+                "cannot read the log in \(TextEscaper.escape(path)): \(TextEscaper.escape("\(error)"))")
         }
     }
 
@@ -101,7 +102,7 @@ extension GatewayCtl.Log {
         static let configuration = CommandConfiguration(
             abstract: "Print a session's stored events from a log directory.",
             discussion: """
-                Same line format as `tail` (times in the local time zone); --json prints each event as the event
+                Same line format as `tail` (times in the local time zone); --json prints each event as the event \
                 frame the gateway would send, one per line.
 
                 Exit codes: 0 ok, 1 usage or unreadable files, 3 no such directory or session, 4 damaged log.
@@ -117,7 +118,7 @@ extension GatewayCtl.Log {
         @Option(help: "Session id.")
         var session: String
 
-        @Option(help: "Print the events after this seq (default 0: all held).")
+        @Option(help: "Print the events after this seq (0: all held).")
         var since: UInt64 = 0
 
         @Flag(help: "One event frame per line (JSON).")
@@ -131,11 +132,13 @@ extension GatewayCtl.Log {
 
         func run() throws {
             let output = OutputSink()
-            let formatter = EventFormatter(color: color.enabled(for: output, environment: ProcessInfo.processInfo.environment))
+            let formatter = EventFormatter(
+                color: color.enabled(for: output, environment: ProcessInfo.processInfo.environment))
             let log = try LogDirectory.openReadOnly(dataDir, skipDamaged: skipDamaged)
             defer { try? log.close() }
             let now = Timestamps.nowMs()
-            try LogDirectory.forEachRecord(log, session: session, since: since, path: dataDir) { (record) throws(CtlError) in
+            try LogDirectory.forEachRecord(log, session: session, since: since, path: dataDir) {
+                (record) throws(CtlError) in
                 let event = EventView(record: record)
                 try output.writeLine(json ? JSONText.singleLine(event.frameText()) : formatter.line(event, nowMs: now))
             }
@@ -193,7 +196,7 @@ extension GatewayCtl.Log {
         static let configuration = CommandConfiguration(
             abstract: "Check every record of a log directory; print each damaged region (segment, offset).",
             discussion: """
-                Read-only and lock-free: safe while the gateway runs. A torn tail at the end of the last segment
+                Read-only and lock-free: safe while the gateway runs. A torn tail at the end of the last segment \
                 (a write cut short by a crash, or one in progress) is reported but is not damage.
 
                 Exit codes: 0 sound, 3 no such directory, 4 damage found (each region on its own DAMAGE line).
@@ -222,9 +225,9 @@ extension GatewayCtl.Log {
             if json {
                 var out: [UInt8] = Array(#"{"epoch":"#.utf8)
                 JSONWriter.appendString(report.epoch, to: &out)
-                out += Array(
-                    #","segments":\#(r.segmentsScanned),"records":\#(r.recordsScanned),"sessions":\#(report.sessions.count),"torn_tail_bytes":\#(r.truncatedBytes),"damage":["#
-                        .utf8)
+                out += Array(#","segments":\#(r.segmentsScanned),"records":\#(r.recordsScanned)"#.utf8)
+                out += Array(#","sessions":\#(report.sessions.count),"torn_tail_bytes":\#(r.truncatedBytes)"#.utf8)
+                out += Array(#","damage":["#.utf8)
                 for (i, d) in report.damage.enumerated() {
                     if i > 0 { out.append(UInt8(ascii: ",")) }
                     out += Array(#"{"segment":"#.utf8)
@@ -241,7 +244,8 @@ extension GatewayCtl.Log {
                         + "\(r.recordsScanned) record(s), \(report.sessions.count) session(s)")
                 if r.truncatedBytes > 0 {
                     try output.writeLine(
-                        "torn tail: \(r.truncatedBytes) byte(s) at the end of the last segment (an unfinished write, not damage)")
+                        "torn tail: \(r.truncatedBytes) byte(s) at the end of the last segment (an unfinished write, not damage)"
+                    )
                 }
                 for d in report.damage {
                     try output.writeLine(
@@ -257,17 +261,20 @@ extension GatewayCtl.Log {
                 }
             }
             try output.flush()
-            if !report.damage.isEmpty { throw CtlError(.damage, "\(report.damage.count) damaged region(s) in \(TextEscaper.escape(dataDir))") }
+            if !report.damage.isEmpty {
+                throw CtlError(.damage, "\(report.damage.count) damaged region(s) in \(TextEscaper.escape(dataDir))")
+            }
         }
     }
 
     /// `gatewayctl log repair`: keep the valid prefix of a damaged log.
     struct Repair: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Cut a damaged log back to its valid prefix and give it a new epoch (gateway stopped; needs --yes).",
+            abstract:
+                "Cut a damaged log back to its valid prefix and give it a new epoch (gateway stopped; needs --yes).",
             discussion: """
-                Everything from the first damaged byte on is dropped: the rest of that segment and every later
-                segment. Clients that resume after a repair get `reset` (the epoch changed) and rebuild. Without
+                Everything from the first damaged byte on is dropped: the rest of that segment and every later \
+                segment. Clients that resume after a repair get `reset` (the epoch changed) and rebuild. Without \
                 mid-log damage nothing changes and the epoch stays. Takes the log's lock: fails while the gateway runs.
 
                 Exit codes: 0 repaired or nothing to do, 1 without --yes or while locked, 3 no such directory.

@@ -94,12 +94,16 @@ func writeStandardError(_ line: String) {
 /// waits (every receive and every backoff sleep is sliced to at most 200 ms).
 let stopSignal = Atomic<Int32>(0)
 
-/// Installs SIGINT/SIGTERM handlers that only record the signal in ``stopSignal``.
+/// Installs SIGINT/SIGTERM handlers that record the signal in ``stopSignal``.
 enum StopSignals {
     /// Installs the handlers (idempotent).
     static func install() {
         var action = sigaction()
-        action.__sigaction_handler.sa_handler = { signal in stopSignal.store(signal, ordering: .relaxed) }
+        // A second signal ends the process at once (`_exit` is async-signal-safe), in case a bounded wait such as a
+        // connect timeout is still running.
+        action.__sigaction_handler.sa_handler = { signal in
+            if stopSignal.exchange(signal, ordering: .relaxed) != 0 { _exit(128 + signal) }
+        }
         sigemptyset(&action.sa_mask)
         action.sa_flags = 0
         _ = sigaction(SIGINT, &action, nil)

@@ -8,15 +8,15 @@ extension GatewayCtl {
         static let configuration = CommandConfiguration(
             abstract: "List a running gateway's live sessions: subscribers by role, head seq, last event time.",
             discussion: """
-                Calls GET /v1/sessions on the gateway's HTTP port (derived from the WebSocket URL: ws → http,
-                wss → https, same host and port) with the operator token as Authorization: Bearer. A session is
+                Calls GET /v1/sessions on the gateway's HTTP port (derived from the WebSocket URL: ws → http, \
+                wss → https, same host and port) with the operator token as Authorization: Bearer. A session is \
                 live while at least one connection has joined it.
 
                 Exit codes: 0 ok, 1 usage, 2 connection or authentication (HTTP 401), 3 token is not an operator's (403).
 
                 Examples:
                   gatewayctl sessions
-                  gatewayctl sessions --json | jq -r '.sessions[] | select(.subscribers.agent == 0) | .session'
+                  gatewayctl sessions --json | jq -r '.sessions[].session'
                 """)
 
         @Flag(help: "Print the gateway's JSON answer as it is.")
@@ -34,15 +34,18 @@ extension GatewayCtl {
                     headers: [("Authorization", "Bearer " + resolved.token)], tls: resolved.tls,
                     timeout: resolved.connectTimeout + .seconds(5))
             } catch {
+                let scheme = resolved.url.secure ? "https" : "http"
                 throw CtlError.connection(
-                    "cannot reach the gateway at \(resolved.url.secure ? "https" : "http")://\(resolved.url.hostHeader): \(EndpointOptions.detail(error))")
+                    "cannot reach the gateway at \(scheme)://\(resolved.url.hostHeader): \(EndpointOptions.detail(error))"
+                )
             }
             guard response.status == 200 else {
                 let message = Self.serverMessage(response.body)
                 switch response.status {
                 case 401: throw CtlError.connection("authentication failed (HTTP 401): \(message)")
                 case 403: throw CtlError.notFound("forbidden (HTTP 403): \(message)")
-                case 404: throw CtlError.notFound("HTTP 404 at \(resolved.sessionsPath): this gateway has no session listing")
+                case 404:
+                    throw CtlError.notFound("HTTP 404 at \(resolved.sessionsPath): this gateway has no session listing")
                 default: throw CtlError.connection("the gateway answered HTTP \(response.status): \(message)")
                 }
             }
@@ -52,16 +55,19 @@ extension GatewayCtl {
                 throw CtlError.connection("the gateway's session listing is not the expected JSON")
             }
             if json {
-                try output.writeLine(JSONText.singleLine(String(decoding: response.body, as: UTF8.self)).trimmingCharacters(in: .whitespaces))
+                try output.writeLine(
+                    JSONText.singleLine(String(decoding: response.body, as: UTF8.self)).trimmingCharacters(
+                        in: .whitespaces))
                 return try output.flush()
             }
             var rows: [[String]] = [["SESSION", "USERS", "AGENTS", "OPERATORS", "HEAD", "LAST EVENT"]]
             for s in sessions {
                 let subscribers = s["subscribers"] as? [String: Any] ?? [:]
                 func count(_ key: String) -> String { (subscribers[key] as? NSNumber).map { "\($0.intValue)" } ?? "0" }
-                let last = (s["last_event_ts"] as? String).map { ts in
-                    Timestamps.parseRFC3339(ts).map(Timestamps.localDateTime) ?? TextEscaper.escape(ts, limit: 40)
-                } ?? "-"
+                let last =
+                    (s["last_event_ts"] as? String).map { ts in
+                        Timestamps.parseRFC3339(ts).map(Timestamps.localDateTime) ?? TextEscaper.escape(ts, limit: 40)
+                    } ?? "-"
                 rows.append([
                     TextEscaper.escape(s["session"] as? String ?? "?", limit: 128), count("user"), count("agent"),
                     count("operator"), (s["head"] as? NSNumber).map { "\($0.uint64Value)" } ?? "0", last,
@@ -80,7 +86,8 @@ extension GatewayCtl {
             {
                 return TextEscaper.escape(message, limit: 200)
             }
-            let first = String(decoding: body, as: UTF8.self).split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
+            let first =
+                String(decoding: body, as: UTF8.self).split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
             return TextEscaper.escape(first, limit: 200)
         }
     }

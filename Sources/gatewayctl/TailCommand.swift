@@ -8,14 +8,14 @@ extension GatewayCtl {
         static let configuration = CommandConfiguration(
             abstract: "Print a session's events from a running gateway; with --follow, keep printing live events.",
             discussion: """
-                Connects as an operator (Authorization: Bearer, then hello), joins SESSION and prints one line per
-                event: local time, #seq, role/sub, kind, and the chat text (data.text) or a compact summary of data.
-                Control characters and escape sequences in event data are shown escaped (\\x1b, \\n), never raw.
+                Connects as an operator (Authorization: Bearer, then hello), joins SESSION and prints one line per \
+                event: local time, #seq, role/sub, kind, and the chat text (data.text) or a compact summary of data. \
+                Control characters and escape sequences in event data are shown escaped (\\x1b, \\n), never raw. \
                 Ephemeral events (deltas) have no seq, show "~" and are dimmed (only with --follow).
 
-                Start: --since N replays events after seq N (default 0: every event still held); --last N replays
-                the last N. Without --follow the command prints the replay up to the head and exits 0. With --follow
-                it keeps printing until SIGINT/SIGTERM (exit 0) and resumes by itself after a dropped connection
+                Start: --since N replays events after seq N (default 0: every event still held); --last N replays \
+                the last N. Without --follow the command prints the replay up to the head and exits 0. With --follow \
+                it keeps printing until SIGINT/SIGTERM (exit 0) and resumes by itself after a dropped connection \
                 (jittered backoff 0.25 s to 10 s), re-joining after the last seq it saw: no gap, no duplicate.
 
                 --json prints each event frame exactly as the gateway sent it, one JSON object per line (for jq).
@@ -23,12 +23,13 @@ extension GatewayCtl {
                 Exit codes: 0 ok, 1 usage, 2 connection or authentication, 3 forbidden or no such session.
 
                 Examples:
-                  export GATEWAY_TOKEN=$(gatewayctl token mint --role operator --sub ops --ttl 8h | tail -n 1)
+                  gatewayctl token mint --role operator --sub ops --ttl 8h > ops.jwt
+                  export GATEWAY_TOKEN=$(cat ops.jwt)   # or: --token-file ops.jwt
                   gatewayctl tail demo                       # the whole transcript, then exit
                   gatewayctl tail demo --last 20 --follow    # the last 20 events, then live
                   gatewayctl tail demo -f --kind 'chat.*' --hide-deltas
-                  gatewayctl tail demo --json | jq -r 'select(.kind=="chat.message") | .data.text'
-                  gatewayctl tail demo -f --url wss://gw.example:8443/v1/ws --ca-file dev.crt
+                  gatewayctl tail demo --json | jq -r '.data.text // empty'
+                  gatewayctl tail demo -f --url wss://gw:8443/v1/ws --ca-file ca.pem
                 """)
 
         @Argument(help: "Session id.")
@@ -43,7 +44,9 @@ extension GatewayCtl {
         @Flag(name: [.short, .long], help: "Keep printing live events until interrupted; reconnect after drops.")
         var follow = false
 
-        @Option(name: .customLong("kind"), help: "Show only this kind (repeatable; a trailing * matches a prefix: 'chat.*').")
+        @Option(
+            name: .customLong("kind"),
+            help: "Show only this kind (repeatable; a trailing * matches a prefix: 'chat.*').")
         var kinds: [String] = []
 
         @Flag(help: "Print each event frame as received, one JSON object per line.")

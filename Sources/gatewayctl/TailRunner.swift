@@ -133,11 +133,12 @@ final class TailRunner {
                         "connection to \(endpoint.urlText) lost (\(why)); gave up after \(max) reconnect attempt(s)")
                 }
                 let delay = Self.backoff(attempt: failures)
+                let delayMs = delay.components.seconds * 1_000 + delay.components.attoseconds / 1_000_000_000_000_000
                 logger.notice(
                     "connection lost; reconnecting",
                     metadata: [
                         "reason": "\(why)", "attempt": "\(failures)",
-                        "delay.ms": "\(delay.components.seconds * 1_000 + delay.components.attoseconds / 1_000_000_000_000_000)",
+                        "delay.ms": "\(delayMs)",
                         "since": "\(lastSeq.map(String.init) ?? "-")",
                     ])
                 guard StopSignals.sleep(delay) else { return }
@@ -205,7 +206,9 @@ final class TailRunner {
                 }
                 if !settings.follow && now - lastProgress > Self.replayStallTimeout {
                     throw .fatal(
-                        .connection("the replay stalled: no event for \(Self.replayStallTimeout) (last seq \(lastSeq ?? 0), head \(target))"))
+                        .connection(
+                            "the replay stalled: no event for \(Self.replayStallTimeout) (last seq \(lastSeq ?? 0), head \(target))"
+                        ))
                 }
                 continue
             } catch {
@@ -269,7 +272,9 @@ final class TailRunner {
             if lastSeq != nil {
                 logger.warning(
                     "the transcript was reset (log repaired or recreated); replaying from the first held event",
-                    metadata: ["old.epoch": "\(TextEscaper.escape(epoch ?? ""))", "epoch": "\(TextEscaper.escape(j.epoch))"])
+                    metadata: [
+                        "old.epoch": "\(TextEscaper.escape(epoch ?? ""))", "epoch": "\(TextEscaper.escape(j.epoch))",
+                    ])
             } else {
                 logger.notice(
                     "--since is past the session's head; replaying from the first held event",
@@ -282,7 +287,8 @@ final class TailRunner {
             if first > j.head { lastSeq = max(lastSeq ?? 0, j.head) }
         }
         if !settings.follow && j.head == 0 {
-            throw .fatal(.notFound("session \(TextEscaper.escape(settings.session)) has no events on this gateway (head 0)"))
+            throw .fatal(
+                .notFound("session \(TextEscaper.escape(settings.session)) has no events on this gateway (head 0)"))
         }
         if everJoined && joinedAt == nil {
             logger.notice("resumed", metadata: ["since": "\(lastSeq.map(String.init) ?? "-")", "head": "\(j.head)"])
@@ -364,11 +370,16 @@ final class TailRunner {
             case .text(let text):
                 switch ServerMessage.decode(text) {
                 case .welcome(let sub, let role):
-                    logger.debug("authenticated", metadata: ["sub": "\(TextEscaper.escape(sub))", "role": "\(TextEscaper.escape(role))"])
+                    logger.debug(
+                        "authenticated",
+                        metadata: ["sub": "\(TextEscaper.escape(sub))", "role": "\(TextEscaper.escape(role))"])
                     return ws
                 case .error(let code, let message):
                     ws.close()
-                    throw .fatal(.connection("the gateway refused hello: \(TextEscaper.escape(code)): \(TextEscaper.escape(message, limit: 300))"))
+                    throw .fatal(
+                        .connection(
+                            "the gateway refused hello: \(TextEscaper.escape(code)): \(TextEscaper.escape(message, limit: 300))"
+                        ))
                 default:
                     continue
                 }
@@ -406,7 +417,9 @@ final class TailRunner {
             }
         }
         if e.isTLSFailure { return .fatal(.connection("TLS failed: \(EndpointOptions.detail(e))")) }
-        if e.isProtocolViolation { return .fatal(.connection("the gateway broke the WebSocket protocol: \(EndpointOptions.detail(e))")) }
+        if e.isProtocolViolation {
+            return .fatal(.connection("the gateway broke the WebSocket protocol: \(EndpointOptions.detail(e))"))
+        }
         if e.isTimeout { return .retryable("timed out (\(EndpointOptions.detail(e)))") }
         return .retryable(EndpointOptions.detail(e))
     }

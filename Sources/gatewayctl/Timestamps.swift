@@ -1,5 +1,5 @@
-import Glibc
 import GatewayProtocol
+import Glibc
 
 /// Timestamp parsing and display for event lines, tables and exports.
 enum Timestamps {
@@ -9,7 +9,9 @@ enum Timestamps {
     /// - Returns: Milliseconds, or `nil` if the text is not in that form.
     static func parseRFC3339(_ text: String) -> Int64? {
         let b = Array(text.utf8)
-        guard b.count >= 20, b.count <= 40, b.last == UInt8(ascii: "Z") || b.last == UInt8(ascii: "z") else { return nil }
+        guard b.count >= 20, b.count <= 40, b.last == UInt8(ascii: "Z") || b.last == UInt8(ascii: "z") else {
+            return nil
+        }
         func digits(_ start: Int, _ count: Int) -> Int64? {
             guard start + count <= b.count else { return nil }
             var v: Int64 = 0
@@ -54,7 +56,8 @@ enum Timestamps {
 
     /// Broken-down time of `ms` in the local time zone (`TZ`) or UTC.
     static func components(_ ms: Int64, local: Bool) -> tm {
-        var seconds = time_t(ms >= 0 ? ms / 1_000 : (ms - 999) / 1_000)
+        // Floor division written so that no value read from a log (Int64.min included) can overflow.
+        var seconds = time_t(ms >= 0 ? ms / 1_000 : -((-(ms + 1)) / 1_000) - 1)
         var parts = tm()
         if local { localtime_r(&seconds, &parts) } else { gmtime_r(&seconds, &parts) }
         return parts

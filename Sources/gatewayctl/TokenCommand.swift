@@ -29,7 +29,9 @@ extension GatewayCtl.Token {
 
         @Option(help: "Role: user | agent | operator.") var role: RoleArgument
         @Option(help: "Subject: the user id or worker id.") var sub: String
-        @Option(name: .customLong("session"), help: "A session the token may join (repeatable; '*' = any, agents/operators).")
+        @Option(
+            name: .customLong("session"),
+            help: "A session the token may join (repeatable; '*' = any, agents/operators).")
         var sessions: [String] = []
         @Option(help: "Plan tier that selects rate limits.") var tier: String?
         @Option(help: "Lifetime: e.g. 90s, 15m, 1h, 7d.") var ttl: String = "1h"

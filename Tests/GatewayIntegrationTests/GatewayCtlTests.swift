@@ -1,7 +1,7 @@
 import Foundation
-import Glibc
 import GatewayAuth
 import GatewayTestSupport
+import Glibc
 import Testing
 
 /// The real `gatewayctl` binary against a real gateway on loopback and on real log directories.
@@ -27,7 +27,9 @@ struct GatewayCtlTests {
 
     /// Environment for every run: no inherited gateway settings, UTC, no colour, quiet diagnostics.
     static func environment(_ extra: [String: String]) -> [String: String] {
-        var env = ["GATEWAY_URL": "", "GATEWAY_TOKEN": "", "TZ": "UTC", "NO_COLOR": "1", "GATEWAYCTL_LOG_LEVEL": "notice"]
+        var env = [
+            "GATEWAY_URL": "", "GATEWAY_TOKEN": "", "TZ": "UTC", "NO_COLOR": "1", "GATEWAYCTL_LOG_LEVEL": "notice",
+        ]
         for (k, v) in extra { env[k] = v }
         return env
     }
@@ -38,7 +40,8 @@ struct GatewayCtlTests {
     }
 
     /// Runs `gatewayctl` to completion (bounded).
-    static func run(_ arguments: [String], env: [String: String] = [:], timeout: Duration = .seconds(30)) throws -> Run {
+    static func run(_ arguments: [String], env: [String: String] = [:], timeout: Duration = .seconds(30)) throws -> Run
+    {
         let p = try start(arguments, env: env)
         let status: ProcessExitStatus
         do {
@@ -55,11 +58,14 @@ struct GatewayCtlTests {
         let deadline = ContinuousClock.now + timeout
         while true {
             let text = p.stdout()
-            let complete = text.hasSuffix("\n") ? text : String(text[..<(text.lastIndex(of: "\n").map { text.index(after: $0) } ?? text.startIndex)])
+            let complete =
+                text.hasSuffix("\n")
+                ? text : String(text[..<(text.lastIndex(of: "\n").map { text.index(after: $0) } ?? text.startIndex)])
             let lines = complete.split(separator: "\n").map(String.init)
             if lines.count >= count { return lines }
             if let exited = p.poll() {
-                throw GatewayTestSupportError.processFailed("gatewayctl ended (\(exited)) with \(lines.count) lines; stderr: \(p.stderr())")
+                throw GatewayTestSupportError.processFailed(
+                    "gatewayctl ended (\(exited)) with \(lines.count) lines; stderr: \(p.stderr())")
             }
             guard ContinuousClock.now < deadline else {
                 throw GatewayTestSupportError.timeout("\(lines.count) of \(count) lines; stderr: \(p.stderr())")
@@ -82,7 +88,8 @@ struct GatewayCtlTests {
     /// The seqs of `--json` lines (every line must parse as a JSON event object).
     static func seqs(ofJSONLines lines: [String]) throws -> [Int] {
         try lines.map { line in
-            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not a JSON object: \(line)")
+            let object = try #require(
+                try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not a JSON object: \(line)")
             #expect(object["type"] as? String == "event")
             return try #require(object.int("seq"), "no seq: \(line)")
         }
@@ -90,7 +97,9 @@ struct GatewayCtlTests {
 
     /// Publishes chat messages `texts` to `session` as an agent; returns their seqs.
     @discardableResult
-    static func publish(_ gw: TestGateway, _ session: String, _ texts: [String], idPrefix: String = "m") async throws -> [Int] {
+    static func publish(_ gw: TestGateway, _ session: String, _ texts: [String], idPrefix: String = "m") async throws
+        -> [Int]
+    {
         let agent = try await gw.client(.agent, sub: "worker-1", sessions: ["*"])
         defer { agent.close() }
         var seqs: [Int] = []
@@ -135,7 +144,8 @@ struct GatewayCtlTests {
         try await Self.publish(gw, "live-1", ["before"], idPrefix: "a")
         let token = try await gw.token(.operator, sub: "ops")
         // URL and token from the environment this time.
-        let tail = try Self.start(["tail", "live-1", "--follow"], env: ["GATEWAY_URL": gw.url, "GATEWAY_TOKEN": token])
+        let tail = try Self.start(
+            ["tail", "live-1", "--follow"], env: ["GATEWAY_URL": gw.url, "GATEWAY_TOKEN": token])
         _ = try Self.waitForLines(tail, count: 1)
         try await Self.publish(gw, "live-1", ["during one", "during two", "during three"], idPrefix: "b")
         let lines = try Self.waitForLines(tail, count: 4)
@@ -245,7 +255,9 @@ struct GatewayCtlTests {
         #expect(noToken.stderr.contains("no token"))
 
         let closedPort = try Self.freePort()
-        let unreachable = try Self.run(["tail", "err-1", "--url", "ws://127.0.0.1:\(closedPort)/v1/ws", "--token", wrongSecret])
+        let unreachable = try Self.run([
+            "tail", "err-1", "--url", "ws://127.0.0.1:\(closedPort)/v1/ws", "--token", wrongSecret,
+        ])
         #expect(unreachable.status == .exited(2))
         #expect(unreachable.stderr.contains("cannot reach the gateway"), "\(unreachable.stderr)")
 
@@ -276,7 +288,9 @@ struct GatewayCtlTests {
 
         let human = try Self.run(["log", "cat", gw.dataDir, "--session", "cat-1", "--since", "1"])
         #expect(human.status == .exited(0), "\(human.stderr)")
-        #expect(human.lines.count == 2 && human.lines[0].hasSuffix("two") && human.lines[1].contains("#3"), "\(human.stdout)")
+        #expect(
+            human.lines.count == 2 && human.lines[0].hasSuffix("two") && human.lines[1].contains("#3"),
+            "\(human.stdout)")
 
         let sessions = try Self.run(["log", "sessions", gw.dataDir])
         #expect(sessions.status == .exited(0))
@@ -297,7 +311,8 @@ struct GatewayCtlTests {
         let clean = try Self.run(["log", "verify", gw.dataDir])
         #expect(clean.status == .exited(0), "\(clean.stdout) \(clean.stderr)")
 
-        let names = try FileManager.default.contentsOfDirectory(atPath: gw.dataDir).filter { $0.hasSuffix(".tlog") }.sorted()
+        let names = try FileManager.default.contentsOfDirectory(atPath: gw.dataDir).filter { $0.hasSuffix(".tlog") }
+            .sorted()
         let segment = try #require(names.last)
         let path = gw.dataDir + "/" + segment
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
@@ -306,7 +321,9 @@ struct GatewayCtlTests {
         var offset = 64
         while offset + 18 <= bytes.count {
             starts.append(offset)
-            let length = Int(bytes[offset + 2]) | Int(bytes[offset + 3]) << 8 | Int(bytes[offset + 4]) << 16 | Int(bytes[offset + 5]) << 24
+            let length =
+                Int(bytes[offset + 2]) | Int(bytes[offset + 3]) << 8 | Int(bytes[offset + 4]) << 16 | Int(
+                    bytes[offset + 5]) << 24
             offset += 18 + length
         }
         #expect(starts.count == 8)
@@ -338,7 +355,8 @@ struct GatewayCtlTests {
         let user = try await gw.client(.user, sub: "alice", sessions: ["exp-1"])
         _ = try user.publish("exp-1", id: "u1", kind: "chat.message", data: ["text": "Build me a *todo* app"])
         _ = try agent.publish("exp-1", id: "p1", kind: "progress", data: ["step": 1, "of": 2, "text": "Scaffolding"])
-        _ = try agent.publish("exp-1", id: "a1", kind: "chat.message", data: ["text": "Done\n# not a heading \u{1B}[2J"])
+        _ = try agent.publish(
+            "exp-1", id: "a1", kind: "chat.message", data: ["text": "Done\n# not a heading \u{1B}[2J"])
         _ = try agent.publish("exp-1", id: "t1", kind: "tool.call", data: ["name": "npm"])
         agent.close()
         user.close()
@@ -361,6 +379,34 @@ struct GatewayCtlTests {
         let jsonl = try Self.run(["export", "exp-1", gw.dataDir, "--format", "jsonl"])
         #expect(jsonl.status == .exited(0))
         #expect(try Self.seqs(ofJSONLines: jsonl.lines) == [1, 2, 3, 4])
+    }
+
+    /// wss://: `tail` and `sessions` verify the gateway against --ca-file; an untrusted certificate is a clear exit 2.
+    @Test func tlsWithCAFile() async throws {
+        let certDir = TestDirs.make("ctl-tls")
+        defer { try? FileManager.default.removeItem(atPath: certDir) }
+        let cert = try TestCertificates.generate(in: certDir)
+        let gw = try await TestGateway.start(tlsDir: certDir)
+        defer { Task { await gw.stopAndRemove() } }
+        let agent = try await gw.client(
+            .agent, sub: "w", sessions: ["*"], tlsOptions: .verifying(caFile: cert.certificatePath))
+        _ = try agent.publish("tls-1", id: "t1", data: ["text": "over tls"])
+        agent.close()
+        let token = try await gw.token(.operator, sub: "ops")
+        #expect(gw.url.hasPrefix("wss://"))
+
+        let tail = try Self.run(["tail", "tls-1", "--url", gw.url, "--token", token, "--ca-file", cert.certificatePath])
+        #expect(tail.status == .exited(0), "\(tail.stderr)")
+        #expect(tail.lines.count == 1 && tail.lines[0].hasSuffix("over tls"), "\(tail.stdout)")
+
+        let sessions = try Self.run([
+            "sessions", "--json", "--url", gw.url, "--token", token, "--ca-file", cert.certificatePath,
+        ])
+        #expect(sessions.status == .exited(0), "\(sessions.stderr)")
+
+        let untrusted = try Self.run(["tail", "tls-1", "--url", gw.url, "--token", token])
+        #expect(untrusted.status == .exited(2))
+        #expect(untrusted.stderr.contains("TLS"), "\(untrusted.stderr)")
     }
 
     /// `tail --follow` survives a gateway restart on the same port: every event printed exactly once.
