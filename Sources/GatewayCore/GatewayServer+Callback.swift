@@ -112,7 +112,10 @@ extension GatewayServer {
                 return refuseHTTP(wsi, status: 403, body: "origin not allowed\n")
             }
         }
-        if let auth = header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, max: config.auth.maxTokenBytes + 16),
+        if Int(lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION)) > config.auth.maxTokenBytes + 16 {
+            return refuseHTTP(wsi, status: 401, body: "token too large\n")
+        }
+        if let auth = header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, max: config.auth.maxTokenBytes + 17),
             !auth.lowercased().hasPrefix("bearer ")
         {
             return refuseHTTP(wsi, status: 401, body: "authorization must be a Bearer token\n")
@@ -137,7 +140,7 @@ extension GatewayServer {
             id: id, wsi: wsi, listenerTLS: listener(of: wsi)?.tls != nil, echo: isEcho, nowNs: Clock.monotonicNs())
         if isEcho {
             conn.phase = .active
-        } else if let auth = header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, max: config.auth.maxTokenBytes + 16) {
+        } else if let auth = header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, max: config.auth.maxTokenBytes + 17) {
             let token = auth.dropFirst("bearer ".count).trimmingCharacters(in: .whitespaces)
             conn.headerToken = token.isEmpty ? nil : token
         }

@@ -36,7 +36,9 @@ extension GatewayServer {
                 close(conn, code: 4001, reason: "expected hello", urgent: true)
                 return
             }
-            beginAuthentication(conn, token: hello.token ?? conn.headerToken)
+            // The token in hello wins over the header one; an empty one counts as absent.
+            let helloToken = hello.token.flatMap { $0.isEmpty ? nil : $0 }
+            beginAuthentication(conn, token: helloToken ?? conn.headerToken)
         case .authenticating:
             close(conn, code: 4001, reason: "frame before welcome", urgent: true)
         case .active:

@@ -25,7 +25,7 @@ extension GatewayServer {
             flushCounters()
             return respond(wsi, status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
         case "/v1/sessions":
-            guard let auth = header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, max: config.auth.maxTokenBytes + 16),
+            guard let auth = header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, max: config.auth.maxTokenBytes + 17),
                 auth.lowercased().hasPrefix("bearer ")
             else {
                 return respond(wsi, status: 401, contentType: "application/json", body: Array(#"{"error":"unauthorized","message":"Bearer token with role operator required"}"#.utf8) + [10])
