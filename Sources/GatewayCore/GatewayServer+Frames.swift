@@ -44,10 +44,10 @@ extension GatewayServer {
         case .active:
             switch decoded {
             case .failure(let e):
-                sendError(conn, e.code.rawValue, e.message, ref: e.ref)
+                sendError(conn, e.code, e.message, ref: e.ref)
             case .success(let frame):
                 switch frame {
-                case .hello: sendError(conn, "bad_request", "already authenticated", ref: nil)
+                case .hello: sendError(conn, .badRequest, "already authenticated", ref: nil)
                 case .join(let j): join(conn, j)
                 case .leave(let l): leave(conn, l)
                 case .publish(let p): publish(conn, p)
@@ -57,9 +57,9 @@ extension GatewayServer {
         }
     }
 
-    func sendError(_ conn: Connection, _ code: String, _ message: String, ref: String?) {
-        metrics.error(code)
-        send(conn, Wire.error(code: code, message: message, ref: ref), control: true)
+    func sendError(_ conn: Connection, _ code: ErrorCode, _ message: String, ref: String?, session: String? = nil) {
+        metrics.error(code.rawValue)
+        send(conn, Wire.error(code: code, message: message, ref: ref, session: session), control: true)
     }
 
     // MARK: authentication
@@ -125,11 +125,11 @@ extension GatewayServer {
     private func join(_ conn: Connection, _ j: ClientFrame.Join) {
         guard let principal = conn.principal else { return }
         guard principal.mayJoin(session: j.session) else {
-            sendError(conn, "forbidden", "this token may not join session \(j.session)", ref: nil)
+            sendError(conn, .forbidden, "this token may not join session \(j.session)", ref: nil, session: j.session)
             return
         }
         if conn.subscriptions[j.session] == nil && conn.subscriptions.count >= config.limits.maxSessionsPerConnection {
-            sendError(conn, "forbidden", "too many sessions joined (max \(config.limits.maxSessionsPerConnection))", ref: nil)
+            sendError(conn, .forbidden, "too many sessions joined (max \(config.limits.maxSessionsPerConnection))", ref: nil, session: j.session)
             return
         }
         let head = ackedHeads[j.session] ?? 0
@@ -179,7 +179,7 @@ extension GatewayServer {
 
     private func leave(_ conn: Connection, _ l: ClientFrame.Leave) {
         guard let sub = conn.subscriptions.removeValue(forKey: l.session) else {
-            sendError(conn, "not_found", "session \(l.session) is not joined", ref: nil)
+            sendError(conn, .notFound, "session \(l.session) is not joined", ref: nil, session: l.session)
             return
         }
         if sub.catchingUp { conn.catchingUpCount -= 1 }
@@ -203,7 +203,7 @@ extension GatewayServer {
         guard let principal = conn.principal else { return }
         let decision = principal.mayPublish(session: p.session, kind: p.kind)
         if !decision.isAllowed {
-            sendError(conn, "forbidden", decision.reason, ref: p.id)
+            sendError(conn, .forbidden, decision.reason, ref: p.id, session: p.session)
             return
         }
         if var bucket = conn.bucket {
@@ -214,7 +214,7 @@ extension GatewayServer {
                 if conn.strikes > config.rateLimits.strikesBeforeClose {
                     close(conn, code: 4008, reason: "rate limit exceeded", urgent: true)
                 } else {
-                    sendError(conn, "rate_limited", "publish rate limit exceeded", ref: p.id)
+                    sendError(conn, .rateLimited, "publish rate limit exceeded", ref: p.id, session: p.session)
                 }
                 return
             }
@@ -240,7 +240,7 @@ extension GatewayServer {
             session: p.session, id: p.id, kind: p.kind, sub: principal.sub, role: principal.role.rawValue,
             timestampMs: now, data: p.data)
         if draining || !storage.submit(PendingAppend(connection: conn.id, request: request)) {
-            sendError(conn, "unavailable", draining ? "server shutting down" : "storage queue full; retry", ref: p.id)
+            sendError(conn, .unavailable, draining ? "server shutting down" : "storage queue full; retry", ref: p.id, session: p.session)
             return
         }
         inFlight += 1
@@ -254,7 +254,7 @@ extension GatewayServer {
             switch r.outcome {
             case .failure(let e):
                 if let publisher {
-                    sendError(publisher, "unavailable", "storage refused the write: \(e.code); the event was not stored", ref: r.id)
+                    sendError(publisher, .unavailable, "storage refused the write: \(e.code); the event was not stored", ref: r.id, session: r.session)
                 }
             case .success(.duplicate(let seq)):
                 if let publisher {
@@ -317,7 +317,7 @@ extension GatewayServer {
                     maxBytes: max(64 * 1024, lowWater / 2))
             } catch {
                 logger.error("replay read failed", metadata: ["connection.id": "\(conn.id)", "error": "\(error)"])
-                sendError(conn, "unavailable", "transcript read failed: \(error.code)", ref: nil)
+                sendError(conn, .unavailable, "transcript read failed: \(error.code)", ref: nil, session: session)
                 sub.catchingUp = false
                 conn.catchingUpCount -= 1
                 continue

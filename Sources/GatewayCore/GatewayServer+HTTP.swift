@@ -45,6 +45,12 @@ extension GatewayServer {
             if let asset = webAssets[path] {
                 return respond(wsi, status: 200, contentType: asset.contentType, body: asset.body)
             }
+            if let location = webAssets.redirect(path) {
+                if writeHTTP(wsi, status: 301, contentType: "text/plain; charset=utf-8", body: Array("moved\n".utf8), location: location) != 0 {
+                    return -1
+                }
+                return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
+            }
             return respond(wsi, status: 404, body: "not found\n")
         }
     }
@@ -99,7 +105,7 @@ extension GatewayServer {
     }
 
     /// Writes headers and body of a complete HTTP response.
-    func writeHTTP(_ wsi: OpaquePointer, status: UInt32, contentType: String, body: [UInt8]) -> Int32 {
+    func writeHTTP(_ wsi: OpaquePointer, status: UInt32, contentType: String, body: [UInt8], location: String? = nil) -> Int32 {
         let headerRoom = 1024
         let total = pre + headerRoom + body.count
         let buf = UnsafeMutablePointer<UInt8>.allocate(capacity: total)
@@ -111,6 +117,13 @@ extension GatewayServer {
             lws_add_http_common_headers(wsi, status, ct, lws_filepos_t(body.count), &p, end) != 0
         }
         if failed { return -1 }
+        if let location {
+            var value = Array(location.utf8)
+            let rc = value.withUnsafeMutableBufferPointer { v in
+                lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_LOCATION, v.baseAddress, Int32(v.count), &p, end)
+            }
+            if rc != 0 { return -1 }
+        }
         if lws_finalize_write_http_header(wsi, start, &p, end) != 0 { return -1 }
         if body.isEmpty { return 0 }
         let bodyStart = buf + pre + headerRoom

@@ -362,6 +362,7 @@ public final class GatewayServer: @unchecked Sendable {
 final class WakeBox: @unchecked Sendable {
     // @unchecked Sendable: `server` is set once before any thread that calls `wake()` starts.
     weak var server: GatewayServer?
+    init(server: GatewayServer? = nil) { self.server = server }
     func wake() { server?.wake() }
 }
 

@@ -159,8 +159,14 @@ extension GatewayServer {
         info.options = CLWS_OPTION_EXPLICIT_VHOSTS | CLWS_OPTION_VALIDATE_UTF8
         if usesEventLib {
             info.options |= CLWS_OPTION_LIBEV
-            // Signals belong to swift-service-lifecycle, not to the event library.
-            info.signal_cb = { _, _ in }
+            // lws's libev plugin watches SIGINT on its loop and may take the signal from swift-service-lifecycle
+            // (whichever installed its handler last wins). Either way SIGINT means the same: drain, and a
+            // second one exits at once.
+            eventLibSignalTarget.withLock { $0 = WakeBox(server: self) }
+            info.signal_cb = { _, _ in
+                if eventLibSignals.add(1, ordering: .relaxed).newValue >= 2 { _exit(1) }
+                eventLibSignalTarget.withLock { $0?.server }?.beginShutdown()
+            }
         }
         if config.listeners.contains(where: { $0.tls != nil }) { info.options |= CLWS_OPTION_DO_SSL_GLOBAL_INIT }
         info.port = CONTEXT_PORT_NO_LISTEN_SERVER
@@ -179,6 +185,10 @@ extension GatewayServer {
         info.vhost_name = a.string("listener-\(listener.index)")
         info.options = CLWS_OPTION_VALIDATE_UTF8
         info.timeout_secs = UInt32(max(1, config.limits.handshakeTimeoutSeconds.rounded(.up)))
+        // A connection that has not finished its HTTP request head holds an lws header table ("ah"); lws drops it
+        // after `timeout_secs_ah_idle`, which defaults to 10 s whatever `timeout_secs` says. Slowloris bound:
+        // the handshake deadline applies to the request head too.
+        info.timeout_secs_ah_idle = UInt32(max(1, config.limits.handshakeTimeoutSeconds.rounded(.up)))
         info.user = UnsafeMutableRawPointer(bitPattern: listener.index + 1)
         if let tls = listener.tls {
             info.options |= CLWS_OPTION_DO_SSL_GLOBAL_INIT
@@ -199,7 +209,12 @@ extension GatewayServer {
 }
 
 import Logging
+import Synchronization
 let lwsLogger = Logger(label: "gateway.lws")
+
+/// The server that a signal caught by the event library should drain (one per process in production).
+let eventLibSignalTarget = Mutex<WakeBox?>(nil)
+let eventLibSignals = Atomic<Int>(0)
 
 /// The single C callback for every wsi of the gateway's context. Never throws or traps; dispatches to the
 /// server found through the context's user pointer. Runs only on the service thread.

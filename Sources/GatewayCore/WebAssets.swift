@@ -11,6 +11,8 @@ struct WebAssets: Sendable {
     }
 
     private(set) var byPath: [String: Asset] = [:]
+    /// `/dir` → `/dir/` for directories with an index, so relative links in the page resolve inside it.
+    private(set) var redirects: [String: String] = [:]
     static let maxFiles = 256
     static let maxFileBytes = 2 << 20
 
@@ -33,13 +35,14 @@ struct WebAssets: Sendable {
             if rel == "index.html" || rel.hasSuffix("/index.html") {
                 let dir = "/" + rel.dropLast("index.html".count)
                 byPath[String(dir)] = asset
-                if dir.count > 1 { byPath[String(dir.dropLast())] = asset }
+                if dir.count > 1 { redirects[String(dir.dropLast())] = String(dir) }
             }
             count += 1
         }
     }
 
     subscript(path: String) -> Asset? { byPath[path] }
+    func redirect(_ path: String) -> String? { redirects[path] }
     var count: Int { byPath.count }
 
     static func contentType(_ name: String) -> String {

@@ -19,8 +19,8 @@ enum Wire {
         encode(.ack(id: id, session: session, seq: seq, duplicate: duplicate))
     }
     static func pong(id: String?) -> [UInt8] { encode(.pong(id: id)) }
-    static func error(code: String, message: String, ref: String?) -> [UInt8] {
-        encode(.error(code: ErrorCode(rawValue: code) ?? .badRequest, message: message, ref: ref))
+    static func error(code: ErrorCode, message: String, ref: String?, session: String? = nil) -> [UInt8] {
+        encode(.error(code: code, message: message, ref: ref, session: session))
     }
 
     private static func encode(_ frame: ServerFrame) -> [UInt8] {

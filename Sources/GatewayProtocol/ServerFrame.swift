@@ -20,8 +20,10 @@ public enum ServerFrame: Sendable, Equatable {
     case ack(id: String, session: String, seq: UInt64?, duplicate: Bool)
     /// `{"type":"pong"}` or `{"type":"pong","id":I}`.
     case pong(id: String?)
-    /// `{"type":"error","code":C,"message":M}` plus `"ref":I` when the refused frame had a readable id.
-    case error(code: ErrorCode, message: String, ref: String?)
+    /// `{"type":"error","code":C,"message":M}` plus `"ref":I` when the refused frame had a readable id, and
+    /// `"session":S` when the refused frame was about one session (join, leave, publish), so a client can
+    /// match an error to its request.
+    case error(code: ErrorCode, message: String, ref: String?, session: String? = nil)
 
     /// Appends this frame's JSON text to `buffer`.
     /// - Parameter buffer: The buffer to append to (its existing bytes, e.g. headroom, are kept).
@@ -72,7 +74,7 @@ public enum ServerFrame: Sendable, Equatable {
                 JSONWriter.appendRaw(",\"id\":", to: &buffer)
                 JSONWriter.appendString(id, to: &buffer)
             }
-        case .error(let code, let message, let ref):
+        case .error(let code, let message, let ref, let session):
             JSONWriter.appendRaw("{\"type\":\"error\",\"code\":\"", to: &buffer)
             // Wire codes are fixed lowercase ASCII: no escaping needed.
             buffer.append(contentsOf: code.rawValue.utf8)
@@ -81,6 +83,10 @@ public enum ServerFrame: Sendable, Equatable {
             if let ref {
                 JSONWriter.appendRaw(",\"ref\":", to: &buffer)
                 JSONWriter.appendString(ref, to: &buffer)
+            }
+            if let session {
+                JSONWriter.appendRaw(",\"session\":", to: &buffer)
+                JSONWriter.appendString(session, to: &buffer)
             }
         }
         buffer.append(Byte.closeBrace)

@@ -3,12 +3,11 @@ import Foundation
 import GatewayConfig
 import GatewayCore
 import Logging
-import ServiceLifecycle
-import UnixSignals
+import Dispatch
 
 /// `gateway`: the Samokoder realtime gateway server.
 @main
-struct GatewayCommand: AsyncParsableCommand {
+struct GatewayCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gateway",
         abstract: "The Samokoder realtime gateway: WebSocket sessions for browsers and agents, with a durable transcript log.",
@@ -38,7 +37,17 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace | debug | info | notice | warning | error | critical.")
     var logLevel: String?
 
-    func run() async throws {
+    func run() throws {
+        // Signals first, before any other thread exists: SIGTERM/SIGINT are blocked in every thread (the lws,
+        // libev, storage and Swift concurrency threads inherit the mask) and taken by one sigwait thread. No
+        // signal can arrive between "listening" and a handler being ready, and the event library's own SIGINT
+        // watcher never fires (lws-notes §3.13).
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
         let environment = ProcessInfo.processInfo.environment
         var overrides: [String: String] = [:]
         if let host { overrides["listen.host"] = host }
@@ -48,11 +57,14 @@ struct GatewayCommand: AsyncParsableCommand {
         if let tlsCert { overrides["tls.cert"] = tlsCert }
         if let tlsKey { overrides["tls.key"] = tlsKey }
         if let logLevel { overrides["log.level"] = logLevel }
+        let configFile = config ?? environment["GATEWAY_CONFIG"]
+        let settings = overrides
 
         let configuration: GatewayConfiguration
         do {
-            configuration = try await GatewayConfiguration.load(
-                configFile: config ?? environment["GATEWAY_CONFIG"], environment: environment, overrides: overrides)
+            configuration = try blocking {
+                try await GatewayConfiguration.load(configFile: configFile, environment: environment, overrides: settings)
+            }
         } catch {
             FileHandle.standardError.write(Data("gateway: configuration error: \(error)\n".utf8))
             throw ExitCode(2)
@@ -68,51 +80,57 @@ struct GatewayCommand: AsyncParsableCommand {
         let server: GatewayServer
         let bound: [GatewayServer.BoundListener]
         do {
-            server = try await GatewayServer(configuration: configuration, logger: logger)
+            server = try blocking { try await GatewayServer(configuration: configuration, logger: logger) }
             bound = try server.start()
         } catch {
             logger.critical("gateway failed to start", metadata: ["error": "\(error)"])
             FileHandle.standardError.write(Data("gateway: failed to start: \(error)\n".utf8))
             throw ExitCode(1)
         }
+
+        let waitSet = signals
+        let waiter = Thread {
+            var set = waitSet
+            var seen = 0
+            while true {
+                var signal: Int32 = 0
+                guard sigwait(&set, &signal) == 0 else { continue }
+                seen += 1
+                if seen == 1 {
+                    logger.info("signal received: draining", metadata: ["signal": "\(signal)"])
+                    server.beginShutdown()
+                } else {
+                    FileHandle.standardError.write(Data("gateway: second signal, exiting now\n".utf8))
+                    _exit(1)
+                }
+            }
+        }
+        waiter.name = "gateway-signals"
+        waiter.start()
+
         // One machine-readable line per listener on stdout, for harnesses and humans.
         for l in bound {
             let scheme = l.tls ? "wss" : "ws"
             let host = l.host.contains(":") ? "[\(l.host)]" : l.host
             FileHandle.standardOutput.write(Data("gateway listening url=\(scheme)://\(host):\(l.port)/v1/ws port=\(l.port)\n".utf8))
         }
-
-        // A second SIGTERM/SIGINT while draining exits at once.
-        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
-        Task.detached {
-            var seen = 0
-            for await _ in signals {
-                seen += 1
-                if seen >= 2 {
-                    FileHandle.standardError.write(Data("gateway: second signal, exiting now\n".utf8))
-                    _exit(1)
-                }
-            }
-        }
-
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: GatewayService(server: server))],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
-        try await group.run()
+        server.waitUntilStopped()
     }
 }
 
-/// Runs the server inside swift-service-lifecycle: a graceful shutdown request (signal) starts draining.
-struct GatewayService: Service {
-    let server: GatewayServer
-
-    func run() async throws {
-        await withGracefulShutdownHandler {
-            await server.stoppedAsync()
-        } onGracefulShutdown: {
-            server.beginShutdown()
-        }
+/// Runs async start-up work from the synchronous entry point (before the server's threads exist).
+private func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
+    let done = DispatchSemaphore(value: 0)
+    let box = ResultBox<T>()
+    Task.detached {
+        do { box.result = .success(try await body()) } catch { box.result = .failure(error) }
+        done.signal()
     }
+    done.wait()
+    return try box.result!.get()
+}
+
+private final class ResultBox<T>: @unchecked Sendable {
+    // @unchecked Sendable: written once by the task before `done.signal()`, read after `done.wait()`.
+    var result: Result<T, any Error>?
 }

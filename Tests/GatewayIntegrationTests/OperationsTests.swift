@@ -46,6 +46,37 @@ struct OperationsTests {
         #expect((sessions.first?["subscribers"] as? [String: Any])?["user"] as? Int == 1)
     }
 
+    @Test func servesTheBrowserClientAndConsole() async throws {
+        // The repository's clients/web, found from this file (symlinks resolved), whatever the working directory.
+        let repo = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
+            .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let gw = try await TestGateway.start(settings: ["web.root": repo.path + "/clients/web"])
+        defer { Task { await gw.stopAndRemove() } }
+        let js = try RawHTTP.get(host: "127.0.0.1", port: gw.port, path: "/client/v1/gateway-client.js")
+        #expect(js.status == 200)
+        #expect(js.headers["content-type"]?.hasPrefix("text/javascript") == true)
+        #expect(String(decoding: js.body, as: UTF8.self).contains("export"))
+        let dir = try RawHTTP.get(host: "127.0.0.1", port: gw.port, path: "/console")
+        #expect(dir.status == 301)
+        #expect(dir.headers["location"] == "/console/")
+        let page = try RawHTTP.get(host: "127.0.0.1", port: gw.port, path: "/console/")
+        #expect(page.status == 200)
+        #expect(page.headers["content-type"]?.hasPrefix("text/html") == true)
+        #expect(try RawHTTP.get(host: "127.0.0.1", port: gw.port, path: "/console/../Package.swift").status == 404)
+    }
+
+    @Test func joinErrorsNameTheirSession() async throws {
+        let gw = try await TestGateway.start()
+        defer { Task { await gw.stopAndRemove() } }
+        let user = try await gw.client(.user, sub: "u", sessions: ["mine"])
+        try user.send(["type": "join", "session": "theirs"])
+        let e = try user.next()
+        #expect(e.string("code") == "forbidden")
+        #expect(e.string("session") == "theirs")
+        try user.send(["type": "leave", "session": "never"])
+        #expect(try user.next().string("session") == "never")
+    }
+
     @Test func refusesH2cAndOtherUpgrades() async throws {
         let gw = try await TestGateway.start()
         defer { Task { await gw.stopAndRemove() } }

@@ -110,7 +110,7 @@ describe('gateway client', { timeout: 120_000 }, () => {
   test('typed errors: forbidden kind, forbidden session, bad request, rate limited', T, async () => {
     const user = open({ getToken: () => gw.token({ sub: 'dave', role: 'user', sessions: ['mine'] }) });
     await user.ready();
-    await assert.rejects(user.publish('mine', 'progress', { step: 1 }), (e) => e instanceof ForbiddenError && e.code === 'forbidden' && e.ref);
+    await assert.rejects(user.publish('mine', 'progress', { step: 1 }), (e) => e instanceof ForbiddenError && e.code === 'forbidden' && typeof e.ref === 'string');
     await assert.rejects(user.sendChatMessage('theirs', 'hi'), ForbiddenError);
     await assert.rejects(user.join('theirs'), (e) => e instanceof ForbiddenError && e.session === 'theirs');
     await assert.rejects(user.sendChatMessage('bad id!', 'x'), BadRequestError);
@@ -180,5 +180,20 @@ describe('gateway client', { timeout: 120_000 }, () => {
     await waitFor(() => c.length === 1, 5000, 're-join replay');
     assert.deepEqual(c, [2]);
     peer.close();
+  });
+
+  test('a second subscription with an older since gets its replay; the first sees no duplicate', T, async () => {
+    const agent = open({ getToken: () => gw.token({ sub: 'w-multi', role: 'agent', sessions: ['*'] }) });
+    for (let i = 1; i <= 3; i++) await agent.publish('s-multi', 'progress', { i });
+    const live = [];
+    const old = [];
+    await agent.join('s-multi', { onEvent: (e) => live.push(e.seq) });
+    const subOld = await agent.join('s-multi', { since: 0, onEvent: (e) => old.push(e.seq) });
+    await agent.publish('s-multi', 'progress', { i: 4 });
+    await waitFor(() => old.length === 4 && live.length === 1, 5000, 'both subscriptions');
+    await sleep(150);
+    assert.deepEqual(live, [4]);
+    assert.deepEqual(old, [1, 2, 3, 4]);
+    assert.equal(subOld.lastSeq, 4);
   });
 });

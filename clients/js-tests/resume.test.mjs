@@ -61,26 +61,35 @@ describe('resume', { timeout: 180_000 }, () => {
       const seen = [];
       await user.join(session, { since: 0, onEvent: (e) => seen.push(e) });
 
-      // 300 publishes, none awaited before the next; the gateway restarts when about a third are acked.
-      const total = 300;
+      // 350 publishes, none awaited; the gateway goes away during a burst of 50 after the first 100 and comes back
+      // on the same port 100 publishes later.
+      const total = 350;
       const acks = [];
       const promises = [];
-      for (let i = 1; i <= total; i++) {
+      let unackedAtRestart = 0;
+      let down = null;
+      for (let i = 1; i <= total - 50; i++) {
         const p = agent.publish(session, 'progress', { i });
         p.then((a) => acks.push(a));
         promises.push(p);
         if (i % 20 === 0) await sleep(5);
         if (i === 100) {
           await waitFor(() => acks.length >= 40, 10_000, 'first acks');
-          if (signal === 'SIGKILL') {
-            const proc = gw.proc;
-            gw.proc = null;
-            const exited = new Promise((r) => proc.once('exit', r));
-            proc.kill('SIGKILL');
-            await exited;
-          } else {
-            assert.equal(await gw.stop(), 0);
-          }
+          // A burst the gateway cannot all have acked when it goes away; publishing goes on meanwhile.
+          for (let k = 0; k < 50; k++) promises.push(agent.publish(session, 'progress', { i: `burst-${k}` }));
+          down = signal === 'SIGKILL'
+            ? (() => {
+              const proc = gw.proc;
+              gw.proc = null;
+              const exited = new Promise((r) => proc.once('exit', r));
+              proc.kill('SIGKILL');
+              return exited;
+            })()
+            : gw.stop().then((code) => assert.equal(code, 0));
+        }
+        if (i === 160) await down; // 161..200 are published while no gateway runs
+        if (i === 200) {
+          unackedAtRestart = agent.pendingCount;
           await gw.start(); // same port, same data directory
         }
       }
@@ -96,6 +105,8 @@ describe('resume', { timeout: 180_000 }, () => {
       assert.equal(userStates.at(-1), State.OPEN);
       assert.ok(agentTokens >= 2, 'getToken is called again on reconnect');
       assert.equal(agent.pendingCount, 0);
+      assert.ok(unackedAtRestart > 0, 'publishes were in flight when the gateway went away');
+      console.log(`# ${signal}: ${unackedAtRestart} publishes unacked at restart, ${results.filter((a) => a.duplicate).length} acked as duplicates`);
       agent.close();
       user.close();
     });
@@ -127,7 +138,7 @@ describe('resume', { timeout: 180_000 }, () => {
       await waitFor(() => mine.length === 2, 5000, 'own events');
       assert.deepEqual(mine, [1, 2]);
       await sleep(200);
-      assert.equal(observer.frames.filter((f) => f.type === 'event').length, 0, 'nothing stored twice');
+      assert.equal(observer.frames.filter((f) => f.type === 'event' && f.id === 'msg-two').length, 0, 'nothing stored twice');
       observer.send({ type: 'join', session, since: 0 });
       assert.equal((await observer.next((f) => f.type === 'joined')).head, 2);
       observer.close();
@@ -165,6 +176,43 @@ describe('resume', { timeout: 180_000 }, () => {
       user.close();
     } finally {
       proxy.close();
+    }
+  });
+});
+
+describe('token expiry', { timeout: 60_000 }, () => {
+  let gw;
+  before(async () => {
+    gw = await new Gateway({ env: { GATEWAY_AUTH_LEEWAY_SECONDS: '0', GATEWAY_LIMITS_TOKEN_RECHECK_SECONDS: '0.3' } }).start();
+  });
+  after(async () => { await gw.dispose(); });
+
+  test('a connection closed 4001 for an expired token reconnects with a fresh getToken() and resumes', T, async () => {
+    const session = 's-expiry';
+    let calls = 0;
+    const user = connect({
+      WebSocket, url: gw.url, ...fast,
+      getToken: async () => { calls++; return gw.token({ sub: 'u-exp', role: 'user', sessions: [session], ttl: 2 }); },
+    });
+    const closes = [];
+    user.on('close', (c) => closes.push(c));
+    const seen = [];
+    try {
+      await user.join(session, { since: 0, onEvent: (e) => seen.push(e.seq) });
+      const agent = await rawPeer(gw.url, gw.token({ sub: 'w-exp', role: 'agent', sessions: [session] }));
+      for (let i = 1; i <= 6; i++) {
+        agent.send({ type: 'publish', session, id: `e${i}`, kind: 'chat.message', data: { text: String(i) } });
+        await agent.next((f) => f.type === 'ack' && f.id === `e${i}`);
+        await sleep(700); // 4.2 s in all: the 2 s token expires at least once
+      }
+      await waitFor(() => seen.length === 6, 10_000, 'all events');
+      assert.deepEqual(seen, [1, 2, 3, 4, 5, 6]);
+      assert.ok(closes.some((c) => c.code === 4001 && c.willReconnect), JSON.stringify(closes));
+      assert.ok(calls >= 2);
+      assert.equal(user.state, State.OPEN);
+      agent.close();
+    } finally {
+      user.close();
     }
   });
 });

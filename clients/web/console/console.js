@@ -139,9 +139,10 @@ function renderProgress() {
   els.fill.style.background = status === 'failed' ? 'var(--bad)' : '';
   els.bar.setAttribute('aria-valuenow', String(shown));
   const label = progress.steps.get(step) || '';
-  els.caption.textContent = of > 0
-    ? `Step ${Math.min(step, of)} of ${of}${label ? `: ${label}` : ''}${done ? ' — done' : status === 'failed' ? ' — failed' : ''}`
-    : label || 'Working…';
+  let suffix = '';
+  if (status === 'failed') suffix = ' — failed';
+  else if (done && !/done|finished|complete/i.test(label)) suffix = ' — done';
+  els.caption.textContent = of > 0 ? `Step ${Math.min(step, of)} of ${of}${label ? `: ${label}` : ''}${suffix}` : label || 'Working…';
   els.steps.replaceChildren();
   const count = Math.max(of, ...progress.steps.keys(), 0);
   for (let i = 1; i <= count; i++) {
@@ -176,6 +177,7 @@ function onEvent(ev) {
 function clearView() {
   for (const el of [...els.transcript.children]) if (el !== els.empty) el.remove();
   els.empty.hidden = false;
+  els.empty.textContent = 'Loading the session…';
   bubbles = new Map();
   streams = new Map();
   progress = { steps: new Map(), step: 0, of: 0, status: '' };
@@ -215,7 +217,9 @@ async function start(url, token, sessionId) {
     // since 0: the whole transcript first, then live events.
     subscription = await c.join(sessionId, { since: 0, onEvent });
     logLine(`joined ${sessionId} at #${subscription.head}`);
-    if (subscription.head === 0) notice(`Session ${sessionId} has no events yet.`);
+    if (!els.empty.hidden) {
+      els.empty.textContent = subscription.head === 0 ? `Session ${sessionId} has no events yet.` : 'No chat messages yet.';
+    }
     els.message.focus();
   } catch (e) {
     if (client === c) notice(`Could not join ${sessionId}: ${e.message}`, 'bad');

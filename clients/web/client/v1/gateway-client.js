@@ -98,6 +98,7 @@ const DEFAULTS = {
   pongTimeoutMs: 10_000,
   maxMessageBytes: 1 << 20,
   maxUnavailableRetries: 8,
+  backoffResetMs: 30_000,
 };
 
 /**
@@ -113,6 +114,7 @@ const DEFAULTS = {
  * @param {number} [options.pongTimeoutMs=10000] drop the connection if nothing arrives this long after a ping
  * @param {number} [options.maxMessageBytes=1048576] refuse publishes whose frame is larger (the gateway's limit)
  * @param {number} [options.maxUnavailableRetries=8] re-send a durable publish refused as `unavailable` this often
+ * @param {number} [options.backoffResetMs=30000] a connection that stayed up this long resets the backoff
  * @param {() => string} [options.newId] publisher id generator
  * @returns {GatewayClient}
  */
@@ -125,9 +127,10 @@ export function connect(options) {
 /** A session subscription: an async iterable of events, with the transcript position it has reached. */
 export class Subscription {
   /** @internal */
-  constructor(client, state, onEvent) {
+  constructor(client, state, onEvent, since) {
     this._client = client;
     this._state = state;
+    this._lastSeq = since ?? null; // null until known (a join without since takes `joined.head`)
     this._onEvent = onEvent;
     this._queue = [];
     this._waiters = [];
@@ -137,8 +140,8 @@ export class Subscription {
 
   /** The session id. */
   get session() { return this._state.session; }
-  /** The last durable seq delivered to this client for the session (0 if none). */
-  get lastSeq() { return this._state.lastSeq; }
+  /** The last durable seq delivered to this subscription (its position in the transcript). */
+  get lastSeq() { return this._lastSeq ?? 0; }
   /** The transcript epoch reported by the gateway. */
   get epoch() { return this._state.epoch; }
   /** The session head reported by the latest `joined`. */
@@ -154,6 +157,10 @@ export class Subscription {
   /** @internal */
   _deliver(ev) {
     if (this._done) return;
+    if (typeof ev.seq === 'number') {
+      if (this._lastSeq !== null && ev.seq <= this._lastSeq) return; // already delivered (replay overlap)
+      this._lastSeq = ev.seq;
+    }
     if (this._onEvent) {
       try { this._onEvent(ev); } catch (e) { this._client._emit('listenerError', e); }
       return;
@@ -208,6 +215,7 @@ export class GatewayClient {
     this._welcomed = false;
     this._generation = 0;
     this._attempt = 0;
+    this._welcomedAt = 0;
     this._retryTimer = null;
     this._helloTimer = null;
     this._pingTimer = null;
@@ -231,7 +239,8 @@ export class GatewayClient {
    * Subscribes to client events. Returns a function that unsubscribes.
    * Types: `state` {state, previous}, `open` {conn, sub, role}, `close` {code, reason, willReconnect, delayMs},
    * `trimmed` {session, first}, `reset` {session, head, epoch}, `rate_limited` {session, ref, error},
-   * `error` (GatewayError), `event` (every event frame delivered, any session).
+   * `gap` {session, expected, got} (should never happen; the client re-joins to fill it),
+   * `error` (GatewayError), `listenerError` (an exception thrown by a listener or onEvent callback).
    */
   on(type, listener) {
     let set = this._listeners.get(type);
@@ -298,21 +307,27 @@ export class GatewayClient {
     if (!st) {
       st = {
         session,
-        lastSeq: opts.since ?? null, // null: not known yet (join without since: taken from `joined.head`)
+        maxSeq: null, // highest seq seen on the wire (or the head at the last `joined`)
         epoch: opts.epoch ?? null,
         head: null,
         joined: false,
         subs: new Set(),
         waiters: [],
-        error: null,
       };
       this._sessions.set(session, st);
     }
-    const sub = new Subscription(this, st, opts.onEvent);
+    const since = opts.since ?? null;
+    const sub = new Subscription(this, st, opts.onEvent, since);
+    if (!isNew && st.joined && since === null) {
+      sub._lastSeq = st.maxSeq; // from now on
+      st.subs.add(sub);
+      return Promise.resolve(sub);
+    }
     st.subs.add(sub);
-    if (!isNew && st.joined) return Promise.resolve(sub);
     const p = new Promise((resolve, reject) => st.waiters.push({ resolve: () => resolve(sub), reject }));
-    if (isNew && this._canSend()) this._sendJoin(st);
+    // A new session, or an older position than the session's subscriptions have: (re-)join with since.
+    if (this._canSend() && (isNew || (since !== null && (st.maxSeq === null || since < st.maxSeq)))) this._sendJoin(st);
+    else if (this._canSend() && st.joined) queueMicrotask(() => this._resolveWaiters(st));
     return p;
   }
 
@@ -426,6 +441,8 @@ export class GatewayClient {
   _drop(ws, info, alreadyClosed = false) {
     if (ws !== this._ws) return;
     const wasWelcomed = this._welcomed;
+    const droppedGeneration = this._generation;
+    if (wasWelcomed && Date.now() - this._welcomedAt >= this._opts.backoffResetMs) this._attempt = 0;
     this._ws = null;
     this._welcomed = false;
     this._generation++;
@@ -437,6 +454,18 @@ export class GatewayClient {
     }
     for (const st of this._sessions.values()) st.joined = false;
     this._inflight = [];
+    if (info.code === CloseCode.TOO_BIG) {
+      // The gateway's size limit is lower than ours: give up on the largest publish sent on that connection
+      // (re-sending it would close every new connection too).
+      let largest = null;
+      for (const e of this._pending.values()) {
+        if (e.sentOn === droppedGeneration && (!largest || e.text.length > largest.text.length)) largest = e;
+      }
+      if (largest) {
+        this._pending.delete(largest.id);
+        largest.reject(new TooLargeError('the gateway closed the connection: message too big (1009)', { ref: largest.id, session: largest.session, closeCode: 1009 }));
+      }
+    }
     // Ephemeral publishes sent on the lost connection are not re-sent.
     for (const entry of [...this._pending.values()]) {
       if (entry.ephemeral && entry.sentOn) {
@@ -458,7 +487,8 @@ export class GatewayClient {
     const base = Math.min(this._opts.backoffMaxMs, this._opts.backoffInitialMs * 2 ** Math.min(this._attempt, 30));
     // "Equal jitter": half fixed, half random, so retries of many clients spread out but never hammer.
     let delay = base / 2 + Math.random() * (base / 2);
-    if (info.code === CloseCode.POLICY) delay = Math.max(delay, Math.min(this._opts.backoffMaxMs, 1000));
+    // 4008 (rate or policy): back off several seconds at least.
+    if (info.code === CloseCode.POLICY) delay = Math.max(delay, Math.min(this._opts.backoffMaxMs, 3000));
     this._attempt++;
     this._setState(this._everOpen ? State.RESUMING : State.CONNECTING);
     this._emit('close', { code: info.code, reason: info.reason, willReconnect: true, delayMs: Math.round(delay) });
@@ -505,10 +535,25 @@ export class GatewayClient {
     }
   }
 
+  /** Where to resume a session: the oldest position among its subscriptions (each drops what it has seen). */
+  _resumeSince(st) {
+    let since = null;
+    for (const sub of st.subs) {
+      if (sub._lastSeq !== null) since = since === null ? sub._lastSeq : Math.min(since, sub._lastSeq);
+    }
+    return since ?? st.maxSeq;
+  }
+
+  _resolveWaiters(st) {
+    if (!st.joined) return;
+    for (const w of st.waiters.splice(0)) w.resolve();
+  }
+
   _sendJoin(st) {
     const frame = { type: 'join', session: st.session };
-    if (st.lastSeq !== null && st.lastSeq !== undefined) {
-      frame.since = st.lastSeq;
+    const since = this._resumeSince(st);
+    if (since !== null && since !== undefined) {
+      frame.since = since;
       if (st.epoch) frame.epoch = st.epoch;
     }
     this._inflight.push({ type: 'join', session: st.session });
@@ -522,7 +567,7 @@ export class GatewayClient {
 
   _onWelcome(frame) {
     this._welcomed = true;
-    this._attempt = 0;
+    this._welcomedAt = Date.now();
     clearTimeout(this._helloTimer);
     this.welcome = { conn: frame.conn, sub: frame.sub, role: frame.role };
     this._startPings();
@@ -584,17 +629,23 @@ export class GatewayClient {
     const previousEpoch = st.epoch;
     st.epoch = f.epoch ?? st.epoch;
     if (f.reset) {
-      // The transcript was recreated or `since` is past its head: replay starts from the first held event.
-      st.lastSeq = 0;
+      // The transcript was recreated or `since` is past its head: replay starts from the first held event,
+      // and every subscription must drop what it holds and rebuild.
+      for (const sub of st.subs) sub._lastSeq = 0;
+      st.maxSeq = f.head;
       this._emit('reset', { session: f.session, head: f.head, epoch: f.epoch, previousEpoch });
-    } else if (f.trimmed) {
-      // Events after `since` were removed by retention; replay starts at `first`.
-      st.lastSeq = Math.max(0, (f.first ?? 1) - 1);
-      this._emit('trimmed', { session: f.session, first: f.first, head: f.head });
-    } else if (st.lastSeq === null || st.lastSeq === undefined) {
-      st.lastSeq = f.head;
+    } else {
+      if (f.trimmed) {
+        // Events after `since` were removed by retention; replay starts at `first`.
+        const floor = Math.max(0, (f.first ?? 1) - 1);
+        for (const sub of st.subs) if (sub._lastSeq !== null && sub._lastSeq < floor) sub._lastSeq = floor;
+        this._emit('trimmed', { session: f.session, first: f.first, head: f.head });
+      }
+      st.maxSeq = Math.max(st.maxSeq ?? 0, f.head ?? 0);
     }
+    for (const sub of st.subs) if (sub._lastSeq === null) sub._lastSeq = f.head;
     st.joined = true;
+    st.gapRejoin = false;
     for (const w of st.waiters.splice(0)) w.resolve();
     if (!st.subs.size) {
       // Every subscription closed while the join was in flight.
@@ -613,12 +664,19 @@ export class GatewayClient {
     const st = this._sessions.get(f.session);
     if (!st) return;
     if (typeof f.seq === 'number') {
-      if (st.lastSeq !== null && f.seq <= st.lastSeq) return; // already delivered (replay overlap)
-      st.lastSeq = f.seq;
+      if (st.joined && st.maxSeq !== null && f.seq > st.maxSeq + 1) {
+        // A gap (the gateway should never cause one): hold back, re-join where we are, let the replay fill it.
+        if (!st.gapRejoin) {
+          st.gapRejoin = true;
+          this._emit('gap', { session: f.session, expected: st.maxSeq + 1, got: f.seq });
+          this._sendJoin(st);
+        }
+        return;
+      }
+      if (st.maxSeq === null || f.seq > st.maxSeq) st.maxSeq = f.seq;
       if (st.head === null || f.seq > st.head) st.head = f.seq;
     }
     for (const sub of [...st.subs]) sub._deliver(f);
-    this._emit('event', f);
   }
 
   _onAck(f) {
@@ -669,6 +727,14 @@ export class GatewayClient {
       return;
     }
     const err = errorFromFrame(f);
+    if (f.code === 'unavailable') {
+      // A replay read failed (no ref): the subscription may stall; re-join every session where it left off.
+      const gen = this._generation;
+      setTimeout(() => {
+        if (gen !== this._generation || !this._canSend()) return;
+        for (const st of this._sessions.values()) if (st.joined) this._sendJoin(st);
+      }, this._opts.backoffInitialMs * (1 + Math.random()));
+    }
     if (f.code === 'rate_limited') this._emit('rate_limited', { session: undefined, ref: f.ref, error: err });
     this._emit('error', err);
   }
@@ -679,6 +745,7 @@ export class GatewayClient {
     if (st.subs.size || this._sessions.get(st.session) !== st) return;
     if (st.joined) {
       this._sessions.delete(st.session);
+      for (const w of st.waiters.splice(0)) w.reject(new ClosedError('subscription closed'));
       if (this._canSend()) {
         this._inflight.push({ type: 'leave', session: st.session });
         this._send({ type: 'leave', session: st.session });
