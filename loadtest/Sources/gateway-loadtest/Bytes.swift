@@ -11,7 +11,7 @@ import Glibc
 /// User + system CPU of this process, in nanoseconds.
 func selfCPUNs() -> Int64 {
     var ru = rusage()
-    getrusage(RUSAGE_SELF, &ru)
+    getrusage(RUSAGE_SELF.rawValue, &ru)
     return (Int64(ru.ru_utime.tv_sec) + Int64(ru.ru_stime.tv_sec)) * 1_000_000_000
         + (Int64(ru.ru_utime.tv_usec) + Int64(ru.ru_stime.tv_usec)) * 1000
 }
