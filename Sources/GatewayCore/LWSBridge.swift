@@ -149,7 +149,7 @@ extension GatewayServer {
         protocols[0].name = UnsafePointer(a.wsProtocolName)
         protocols[0].callback = gatewayCallback
         protocols[0].per_session_data_size = MemoryLayout<UnsafeMutableRawPointer>.size
-        protocols[0].rx_buffer_size = 64 * 1024
+        protocols[0].rx_buffer_size = 16 * 1024  // chunk size of RECEIVE callbacks; larger messages are reassembled
         protocols[1].name = UnsafePointer(a.acceptProtocolName)
         protocols[1].callback = gatewayCallback
         protocols[1].per_session_data_size = 0
