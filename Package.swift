@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "gateway", targets: ["gateway"]),
         .executable(name: "gatewayctl", targets: ["gatewayctl"]),
         .library(name: "TranscriptLog", targets: ["TranscriptLog"]),
+        .executable(name: "gateway-loadtest", targets: ["gateway-loadtest"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
@@ -84,6 +85,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Load generator (docs/benchmarks.md): own RFC 6455 framing on epoll, gateway and room protocols.
+        .executableTarget(
+            name: "gateway-loadtest",
+            dependencies: ["GatewayAuth", "CLoadTest", .product(name: "Histogram", package: "hdrhistogram-swift")],
+            path: "loadtest/Sources/gateway-loadtest",
+            swiftSettings: swiftSettings
+        ),
+        // epoll and memmem for gateway-loadtest (not in Swift's Glibc module).
+        .target(name: "CLoadTest", path: "loadtest/Sources/CLoadTest", cSettings: [.define("_GNU_SOURCE")]),
         .executableTarget(name: "transcript-bench", dependencies: ["TranscriptLog"], swiftSettings: swiftSettings),
         .executableTarget(name: "transcript-crash-child", dependencies: ["TranscriptLog"], swiftSettings: swiftSettings),
         .executableTarget(name: "protocol-bench", dependencies: ["GatewayProtocol"], swiftSettings: swiftSettings),
