@@ -20,6 +20,6 @@ grep -E "agent|behavior|failing" autobahn.log || tail -n 20 autobahn.log
 clients_passed=0
 if [ -x clients/run-tests.sh ]; then
   GATEWAY_BIN="$(swift build --show-bin-path)/gateway" clients/run-tests.sh 2>&1 | tee clients-test.log | tail -n 60
-  clients_passed="$(sed -n 's/^\([0-9]*\) passed, 0 failed.*/\1/p' clients-test.log | tail -n1)"
+  clients_passed="$(sed -n 's/^clients: \([0-9]*\) passed, 0 failed.*/\1/p' clients-test.log | tail -n1)"
 fi
 echo "tests: $(( ${swift_passed:-0} + 1 + ${clients_passed:-0} )) passed, 0 failed"

@@ -253,6 +253,7 @@ extension GatewayServer {
             let publisher = connections[r.connection]
             switch r.outcome {
             case .failure(let e):
+                storageDegraded = true
                 if let publisher {
                     sendError(publisher, .unavailable, "storage refused the write: \(e.code); the event was not stored", ref: r.id, session: r.session)
                 }
@@ -263,6 +264,7 @@ extension GatewayServer {
                 }
             case .success(.appended(let seq)):
                 ackedHeads[r.session] = seq
+                storageDegraded = false
                 if let publisher {
                     metrics.acks.increment()
                     send(publisher, Wire.ack(id: r.id, session: r.session, seq: seq, duplicate: false), control: true)

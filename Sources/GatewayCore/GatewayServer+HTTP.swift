@@ -20,7 +20,9 @@ extension GatewayServer {
         case "/healthz":
             return respond(wsi, status: 200, body: "ok\n")
         case "/readyz":
-            return isReady ? respond(wsi, status: 200, body: "ready\n") : respond(wsi, status: 503, body: draining ? "draining\n" : "starting\n")
+            if isReady { return respond(wsi, status: 200, body: "ready\n") }
+            let why = draining ? "draining\n" : storageDegraded ? "degraded: storage refuses writes\n" : "starting\n"
+            return respond(wsi, status: 503, body: why)
         case "/metrics" where config.metricsEnabled:
             flushCounters()
             return respond(wsi, status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())

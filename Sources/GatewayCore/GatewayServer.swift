@@ -67,6 +67,7 @@ public final class GatewayServer: @unchecked Sendable {
     var scratchCapacity: Int
     let pre = Int(CLWS_PRE)
     var ready = false
+    var storageDegraded = false
     var usesEventLib: Bool { config.eventLoop == "libev" }
     /// Set when the context was destroyed from inside the event-library loop (how an evlib loop is stopped).
     var destroyedInLoop = false
@@ -77,7 +78,8 @@ public final class GatewayServer: @unchecked Sendable {
 
     /// Opens the transcript log (recovery runs here) and prepares the server; ``start()`` begins serving.
     /// - Throws: ``GatewayStartError`` naming what failed (log directory, keys).
-    public init(configuration: GatewayConfiguration, logger: Logger) async throws {
+    /// - Parameter fileIO: the log's file-system layer; tests inject faults (EIO, failed fsync) through it.
+    public init(configuration: GatewayConfiguration, logger: Logger, fileIO: any FileIO = PosixFileIO()) async throws {
         self.config = configuration
         self.logger = logger
         do {
@@ -91,6 +93,7 @@ public final class GatewayServer: @unchecked Sendable {
         options.retentionMaxAgeSeconds = configuration.retentionMaxAgeSeconds
         options.retentionMaxTotalBytes = configuration.retentionMaxTotalBytes
         options.skipDamagedRecords = configuration.skipDamagedRecords
+        options.io = fileIO
         // A record holds one event: leave room for the largest message plus its envelope.
         options.maxRecordBytes = max(options.maxRecordBytes, configuration.limits.maxMessageBytes + 64 * 1024)
         do {
@@ -113,6 +116,7 @@ public final class GatewayServer: @unchecked Sendable {
         self.storage = StorageEngine(
             log: opened, fsync: options.fsync, metrics: metrics, logger: logger, wake: { box.wake() })
         box.server = self
+        storage.onFatal = { reason in box.server?.failFatally(reason) }
         logger.info(
             "transcript log open",
             metadata: [
@@ -194,6 +198,25 @@ public final class GatewayServer: @unchecked Sendable {
     }
 
     public var isStopped: Bool { stopped.load(ordering: .acquiring) }
+
+    /// Why the gateway stopped on its own, if it did: an I/O error on the log (reliability.md G7: never retry
+    /// an fsync and pretend; stop, and let the supervisor restart, which re-verifies the log from disk).
+    /// The executable exits non-zero when this is set.
+    public var fatalError: String? { fatal.withLock { $0 } }
+    private let fatal = Mutex<String?>(nil)
+
+    /// Stops the gateway because the log can no longer be trusted to write (any thread).
+    func failFatally(_ reason: String) {
+        let first = fatal.withLock { f -> Bool in
+            if f != nil { return false }
+            f = reason
+            return true
+        }
+        if first {
+            logger.critical("transcript log failed; draining and exiting for a restart", metadata: ["reason": "\(reason)"])
+            beginShutdown()
+        }
+    }
 
     /// Wakes the service thread (any thread). Safe after the context is gone.
     func wake() {
@@ -355,7 +378,8 @@ public final class GatewayServer: @unchecked Sendable {
         }
     }
 
-    var isReady: Bool { ready && !draining }
+    var isReady: Bool { ready && !draining && !storageDegraded }
+    /// Set while the log refuses writes (disk full): `/readyz` answers 503 until a write succeeds again.
 }
 
 /// Lets the storage thread wake the server without a retain cycle at init time.

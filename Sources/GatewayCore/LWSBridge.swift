@@ -175,6 +175,10 @@ extension GatewayServer {
         info.timeout_secs = UInt32(max(1, config.limits.handshakeTimeoutSeconds.rounded(.up)))
         info.server_string = a.string("samokoder-gateway")
         info.fd_limit_per_thread = 0
+        // Request headers may carry a Bearer token up to auth.max_token_bytes; lws's default header buffer
+        // (4 KiB) would hang up on larger ones before the gateway could answer. The buffers are pooled per
+        // concurrent handshake, not kept per connection.
+        info.max_http_header_data = UInt16(clamping: min(65_535, config.auth.maxTokenBytes + 8 * 1024))
         return lws_create_context(&info)
     }
 

@@ -53,6 +53,9 @@ final class StorageEngine: @unchecked Sendable {
     private let state = Mutex(Queues())
     /// Called after results were put in the outbox; wakes the service thread.
     private let wake: @Sendable () -> Void
+    /// Called once when the log failed in a way that only a reopen can clear (I/O error, failed fsync).
+    /// Set once by the owner before `start()`, read only on the storage thread.
+    var onFatal: (@Sendable (String) -> Void)?
     private var thread: Thread?
 
     init(
@@ -202,6 +205,11 @@ final class StorageEngine: @unchecked Sendable {
             logger.error(
                 "transcript append failed; batch refused",
                 metadata: ["error": "\(error)", "batch.events": "\(batch.count)"])
+            // Disk full is transient (writes resume when space returns); an I/O error or a failed fsync is not:
+            // the log refuses every later write until it is reopened and re-verified, so stop for a restart.
+            if error.code == .ioError || error.code == .failed {
+                onFatal?("\(error)")
+            }
             for item in batch {
                 results.append(
                     CommitResult(

@@ -1,4 +1,9 @@
 import Foundation
+import GatewayConfig
+import GatewayCore
+import Logging
+import Synchronization
+import TranscriptLog
 import GatewayAuth
 import GatewayTestSupport
 import Testing
@@ -250,3 +255,71 @@ enum Shell {
         return String(decoding: data, as: UTF8.self)
     }
 }
+
+/// A file layer that behaves like POSIX until told to fail fdatasync with EIO (reliability.md T7 at the gateway level).
+final class FlakySyncIO: FileIO, @unchecked Sendable {
+    // @unchecked Sendable: `failSync` is an Atomic; the rest is the stateless POSIX layer.
+    let posix = PosixFileIO()
+    let failSync = Atomic<Bool>(false)
+    func open(_ path: String, flags: Int32, mode: UInt32) throws(FileIOError) -> Int32 { try posix.open(path, flags: flags, mode: mode) }
+    func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, offset: Int64) throws(FileIOError) -> Int { try posix.pwrite(fd, bytes, offset: offset) }
+    func pread(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, offset: Int64) throws(FileIOError) -> Int { try posix.pread(fd, buffer, offset: offset) }
+    func fdatasync(_ fd: Int32) throws(FileIOError) {
+        if failSync.load(ordering: .relaxed) { throw FileIOError(errno: EIO) }
+        try posix.fdatasync(fd)
+    }
+    func ftruncate(_ fd: Int32, length: Int64) throws(FileIOError) { try posix.ftruncate(fd, length: length) }
+    func fileSize(_ fd: Int32) throws(FileIOError) -> Int64 { try posix.fileSize(fd) }
+    func fsyncDirectory(_ path: String) throws(FileIOError) { try posix.fsyncDirectory(path) }
+    func unlink(_ path: String) throws(FileIOError) { try posix.unlink(path) }
+    func rename(_ from: String, to: String) throws(FileIOError) { try posix.rename(from, to: to) }
+    func makeDirectory(_ path: String) throws(FileIOError) { try posix.makeDirectory(path) }
+    func listDirectory(_ path: String) throws(FileIOError) -> [String] { try posix.listDirectory(path) }
+    func lockExclusive(_ fd: Int32) throws(FileIOError) { try posix.lockExclusive(fd) }
+    func close(_ fd: Int32) { posix.close(fd) }
+}
+
+@Suite("Gateway storage failure", .timeLimit(.minutes(1)))
+struct StorageFailureTests {
+    /// G7: a failed fsync is never retried and reported durable. The batch is refused (`unavailable`, no ack),
+    /// and the gateway drains and stops on its own with `fatalError` set (the executable exits 70 so the
+    /// supervisor restarts it; open re-verifies the log). Acked events survive the restart.
+    @Test func failedFsyncRefusesTheBatchAndStopsTheGateway() async throws {
+        let dir = TestDirs.make("eio")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let io = FlakySyncIO()
+        let env = [
+            "GATEWAY_AUTH_HS256_SECRET": TestGateway.secretForTests, "GATEWAY_LISTEN_HOST": "127.0.0.1",
+            "GATEWAY_LISTEN_PORT": "0", "GATEWAY_DATA_DIR": dir, "GATEWAY_FSYNC": "always",
+        ]
+        let config = try await GatewayConfiguration.load(
+            configFile: nil, environment: env, overrides: ["server.event_loop": "poll"])
+        var logger = Logger(label: "eio")
+        logger.logLevel = .critical
+        let server = try await GatewayServer(configuration: config, logger: logger, fileIO: io)
+        let port = try server.start()[0].port
+        let token = try await TokenMinter.hs256(
+            secret: TestGateway.secretForTests, sub: "w", role: .agent, sessions: ["s"], tier: nil, ttlSeconds: 600)
+        let agent = Peer(try WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/v1/ws"))
+        try agent.send(["type": "hello", "token": token])
+        _ = try agent.next(type: "welcome")
+        #expect(try agent.publish("s", id: "ok-1").int("seq") == 1)
+        io.failSync.store(true, ordering: .relaxed)
+        let refused = try agent.publish("s", id: "lost-1")
+        #expect(refused.string("code") == "unavailable", "\(refused)")
+        #expect(refused["seq"] == nil)
+        // The gateway stops by itself.
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !server.isStopped && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(server.isStopped)
+        #expect(server.fatalError != nil)
+        // After a restart the acked event is there; the refused one was never acked.
+        let again = try await TestGateway.start(dataDir: dir)
+        let reader = try await again.client(.operator, sub: "ops")
+        let head = try reader.join("s", since: 0).int("head") ?? -1
+        #expect(try reader.next(type: "event").string("id") == "ok-1")
+        #expect(head >= 1)
+        await again.stop()
+    }
+}
+
