@@ -34,7 +34,7 @@ let package = Package(
         .target(
             name: "CLWS",
             cSettings: [.define("_GNU_SOURCE")],
-            linkerSettings: [.linkedLibrary("websockets")]
+            linkerSettings: [.linkedLibrary("websockets"), .linkedLibrary("ssl")]
         ),
         // OpenSSL for the test/CLI WebSocket client (wss).
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),

@@ -20,4 +20,6 @@ const uint64_t CLWS_OPTION_DISABLE_OS_CA_CERTS = LWS_SERVER_OPTION_DISABLE_OS_CA
 
 _Static_assert(LWS_PRE >= 10, "LWS_PRE must leave room for a WebSocket frame header");
 
+void CLWS_ssl_release_buffers(SSL *ssl) { SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS); }
+
 int CLWS_accept_nonblocking(int listen_fd) { return accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }

@@ -23,6 +23,10 @@ extern const uint64_t CLWS_OPTION_EXPLICIT_VHOSTS;
 extern const uint64_t CLWS_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
 extern const uint64_t CLWS_OPTION_DISABLE_OS_CA_CERTS;
 
+/// SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS) (a macro): OpenSSL frees the connection's read and write
+/// buffers while it is idle.
+void CLWS_ssl_release_buffers(SSL *_Nonnull ssl);
+
 /// accept4(2) with SOCK_NONBLOCK|SOCK_CLOEXEC: glibc declares it only under _GNU_SOURCE, which Swift's
 /// Glibc module does not define.
 int CLWS_accept_nonblocking(int listen_fd);
