@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs dependencies, builds everything, runs every test suite:
-# the Swift suites (unit, integration, process), the Autobahn conformance run, and the client libraries' tests.
+# the Swift suites (unit, integration, process, fault, soak short profile), the Autobahn conformance run,
+# 60 s of fuzzing per target, and the client libraries' tests (JS, Python, headless Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -17,9 +18,12 @@ fi
 grep -E "agent|behavior|failing" autobahn.log || tail -n 20 autobahn.log
 [ "$autobahn" = 1 ] || { echo "Autobahn: unexpected failures"; echo "0 passed, 1 failed"; exit 1; }
 
+# Fuzzing (libFuzzer + ASan): the frame decoder and the log reader, 60 s each (docs/reliability.md).
+scripts/fuzz.sh 60 2>&1 | tail -n 12
+
 clients_passed=0
 if [ -x clients/run-tests.sh ]; then
   GATEWAY_BIN="$(swift build --show-bin-path)/gateway" clients/run-tests.sh 2>&1 | tee clients-test.log | tail -n 60
   clients_passed="$(sed -n 's/^clients: \([0-9]*\) passed, 0 failed.*/\1/p' clients-test.log | tail -n1)"
 fi
-echo "tests: $(( ${swift_passed:-0} + 1 + ${clients_passed:-0} )) passed, 0 failed"
+echo "tests: $(( ${swift_passed:-0} + 2 + ${clients_passed:-0} )) passed, 0 failed"
