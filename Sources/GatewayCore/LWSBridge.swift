@@ -159,9 +159,9 @@ extension GatewayServer {
         info.options = CLWS_OPTION_EXPLICIT_VHOSTS | CLWS_OPTION_VALIDATE_UTF8
         if usesEventLib {
             info.options |= CLWS_OPTION_LIBEV
-            // lws's libev plugin watches SIGINT on its loop and may take the signal from swift-service-lifecycle
-            // (whichever installed its handler last wins). Either way SIGINT means the same: drain, and a
-            // second one exits at once.
+            // lws's libev plugin watches SIGINT on its loop. The `gateway` executable blocks SIGINT/SIGTERM in
+            // every thread and takes them with sigwait, so this never fires there; a host process that does not
+            // block signals still gets the same meaning: drain, and a second one exits at once.
             eventLibSignalTarget.withLock { $0 = WakeBox(server: self) }
             info.signal_cb = { _, _ in
                 if eventLibSignals.add(1, ordering: .relaxed).newValue >= 2 { _exit(1) }
