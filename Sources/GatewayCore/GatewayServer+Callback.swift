@@ -230,14 +230,14 @@ extension GatewayServer {
                 message.withUnsafeBytes { handleMessage(conn, $0) }
             }
         }
-        if let pc = conn.pendingClose, pc.code != 0, conn.phase == .closing, !conn.hasQueued, urgentCloses.contains(pc.code) {
+        if let pc = conn.pendingClose, pc.code != 0, conn.phase == .closing, !conn.hasQueued, Self.urgentCloses.contains(pc.code) {
             return closeNow(conn, code: pc.code, reason: pc.reason)
         }
         return 0
     }
 
     /// Close codes after which nothing queued is worth sending.
-    var urgentCloses: Set<UInt16> { [1003, 1009, 4000, 4001, 4008, 4009] }
+    static let urgentCloses: Set<UInt16> = [1003, 1009, 4000, 4001, 4008, 4009]
 
     /// Closes `conn` from inside its own callback: sets the close frame and tells lws to close.
     func closeNow(_ conn: Connection, code: UInt16, reason: String) -> Int32 {

@@ -88,7 +88,7 @@ extension GatewayServer {
                     ("session", .string(id)),
                     ("subscribers", .raw(Array(#"{"user":\#(users),"agent":\#(agents),"operator":\#(operators)}"#.utf8))),
                     ("head", .int(Int64(summary?.head ?? 0))),
-                    ("last_event_ts", lastMs > 0 ? .string(Timestamp.rfc3339(ms: lastMs)) : .null),
+                    ("last_event_ts", lastMs > 0 ? .string(RFC3339.format(milliseconds: lastMs)) : .null),
                 ])
         }
         out.append(contentsOf: Array(#"],"epoch":"#.utf8))

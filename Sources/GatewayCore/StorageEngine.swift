@@ -144,13 +144,7 @@ final class StorageEngine: @unchecked Sendable {
             var stopping = false
             condition.lock()
             while true {
-                let (items, stop) = state.withLock { q -> ([PendingAppend], Bool) in
-                    if q.inbox.isEmpty { return ([], q.stopping) }
-                    let n = min(q.inbox.count, maxBatch)
-                    let taken = Array(q.inbox.prefix(n))
-                    q.inbox.removeFirst(n)
-                    return (taken, q.stopping)
-                }
+                let (items, stop) = state.withLock { q in (Self.take(from: &q.inbox, max: maxBatch), q.stopping) }
                 batch = items
                 stopping = stop
                 if !batch.isEmpty || stopping { break }
@@ -168,12 +162,7 @@ final class StorageEngine: @unchecked Sendable {
                 // the server's CPU. A short linger lets the batch fill first (bounded added latency).
                 if lingerMicroseconds > 0 && batch.count < 64 && !stopping {
                     usleep(UInt32(lingerMicroseconds))
-                    let more = state.withLock { q -> [PendingAppend] in
-                        let n = min(q.inbox.count, maxBatch - batch.count)
-                        let taken = Array(q.inbox.prefix(n))
-                        q.inbox.removeFirst(n)
-                        return taken
-                    }
+                    let more = state.withLock { q in Self.take(from: &q.inbox, max: maxBatch - batch.count) }
                     batch.append(contentsOf: more)
                 }
                 commit(batch)
@@ -236,6 +225,14 @@ final class StorageEngine: @unchecked Sendable {
         }
         state.withLock { $0.outbox.append(contentsOf: results) }
         wake()
+    }
+
+    /// Removes and returns up to `max` publishes from the front of `inbox` (called under the state lock).
+    private static func take(from inbox: inout [PendingAppend], max: Int) -> [PendingAppend] {
+        let n = min(inbox.count, max)
+        let taken = Array(inbox.prefix(n))
+        inbox.removeFirst(n)
+        return taken
     }
 
     static func nowMs() -> Int64 {

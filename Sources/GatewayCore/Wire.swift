@@ -63,9 +63,7 @@ enum JSONText {
     }
 
     static func appendString(into out: inout [UInt8], _ s: String) {
-        // Foundation is fine here: these documents are built per HTTP request, not per event.
-        let data = (try? JSONSerialization.data(withJSONObject: [s], options: [.withoutEscapingSlashes])) ?? Data("[\"\"]".utf8)
-        out.append(contentsOf: data.dropFirst().dropLast())
+        JSONWriter.appendString(s, to: &out)
     }
 
     static func appendObject(into out: inout [UInt8], _ members: [(String, Value)]) {
@@ -82,14 +80,6 @@ enum JSONText {
             }
         }
         out.append(UInt8(ascii: "}"))
-    }
-}
-
-enum Timestamp {
-    static func rfc3339(ms: Int64) -> String {
-        var out: [UInt8] = []
-        RFC3339.append(milliseconds: ms, to: &out)
-        return String(decoding: out, as: UTF8.self)
     }
 }
 
