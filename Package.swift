@@ -40,7 +40,9 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
 
         // The append-only transcript log: no dependency on the gateway or libwebsockets.
-        .target(name: "TranscriptLog", swiftSettings: swiftSettings),
+        .target(name: "TranscriptLog", dependencies: ["CCRC32C"], swiftSettings: swiftSettings),
+        // CRC32C with the CPU's crc32 instruction (SSE4.2); TranscriptLog falls back to its portable code.
+        .target(name: "CCRC32C"),
         // Wire protocol: strict JSON scanner, client frame decoding, server frame encoding.
         .target(name: "GatewayProtocol", swiftSettings: swiftSettings),
         // JWT verification (jwt-kit), principals, roles.

@@ -1,7 +1,7 @@
 // swift-tools-version: 6.1
 // libFuzzer targets for the gateway (docs/reliability.md, "Fuzzing"). A separate package so the root build is
-// untouched: `GatewayProtocol` and `TranscriptLog` are symlinks to the root package's sources (both are leaf
-// modules with no dependencies), so building this package compiles only them and the fuzz entry points.
+// untouched: `GatewayProtocol`, `TranscriptLog` and `CCRC32C` are symlinks to the root package's sources (leaf
+// modules), so building this package compiles only them and the fuzz entry points.
 //
 // Build with libFuzzer + ASan (scripts/fuzz.sh does this):
 //   swift build -c debug -Xswiftc -sanitize=fuzzer,address --scratch-path ../.build-fuzz --product fuzz-frame-decoder
@@ -23,7 +23,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "GatewayProtocol", swiftSettings: swiftSettings),
-        .target(name: "TranscriptLog", swiftSettings: swiftSettings),
+        .target(name: "TranscriptLog", dependencies: ["CCRC32C"], swiftSettings: swiftSettings),
+        .target(name: "CCRC32C"),
         // LLVMFuzzerRunDriver declaration (+ a weak stand-in for builds without -sanitize=fuzzer).
         .target(name: "FuzzDriver"),
         .executableTarget(name: "fuzz-frame-decoder", dependencies: ["GatewayProtocol", "FuzzDriver"], swiftSettings: swiftSettings),

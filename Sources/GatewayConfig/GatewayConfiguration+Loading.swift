@@ -12,7 +12,7 @@ extension GatewayConfiguration {
     ///
     /// Keys read (see `Config/README.md` for types, defaults and meaning):
     /// `listen.host`, `listen.port`, `listen.additional`, `tls.cert`, `tls.key`, `data.dir`, `storage.fsync`,
-    /// `storage.fsync_interval_ms`, `storage.segment_max_bytes`, `storage.retention_max_age_seconds`,
+    /// `storage.fsync_interval_ms`, `storage.commit_window_us`, `storage.segment_max_bytes`, `storage.retention_max_age_seconds`,
     /// `storage.retention_max_total_bytes`, `storage.skip_damaged_records`, `auth.hs256_secret` (secret),
     /// `auth.hs256_kid`, `auth.public_keys`, `auth.leeway_seconds`, `auth.audience`, `auth.issuer`,
     /// `auth.max_token_bytes`, `limits.*`, `rate_limits.*`, `origins.allow_list`, `shutdown.deadline_seconds`,
@@ -255,6 +255,8 @@ struct ValueResolver {
         case "never": config.fsync = .never
         default: config.fsync = .always
         }
+        config.commitWindowMicroseconds =
+            try await int("storage.commit_window_us") ?? defaults.commitWindowMicroseconds
         config.segmentMaxBytes = try await int("storage.segment_max_bytes") ?? defaults.segmentMaxBytes
         config.retentionMaxAgeSeconds = try await int("storage.retention_max_age_seconds").flatMap {
             $0 == 0 ? nil : $0

@@ -149,7 +149,10 @@ extension GatewayServer {
         protocols[0].name = UnsafePointer(a.wsProtocolName)
         protocols[0].callback = gatewayCallback
         protocols[0].per_session_data_size = MemoryLayout<UnsafeMutableRawPointer>.size
-        protocols[0].rx_buffer_size = 16 * 1024  // chunk size of RECEIVE callbacks; larger messages are reassembled
+        // Chunk size of RECEIVE callbacks (larger messages are reassembled). lws mallocs this per connection at
+        // the upgrade: at 16 KiB each idle connection held a touched page of it (7.2 KiB RSS per connection at
+        // 10,000); at 2 KiB it is 4.2 KiB (docs/benchmarks.md).
+        protocols[0].rx_buffer_size = 2 * 1024
         protocols[1].name = UnsafePointer(a.acceptProtocolName)
         protocols[1].callback = gatewayCallback
         protocols[1].per_session_data_size = 0

@@ -41,9 +41,10 @@ final class StorageEngine: @unchecked Sendable {
     private let maxQueued: Int
     private let maxBatch: Int
     private let retentionEveryMs: Int64
-    /// Group-commit linger for policies without an fsync per batch (`never`, `interval`); 0 for `always`,
-    /// whose fsync already gathers the next batch.
-    private let lingerMicroseconds: Int
+    /// Group-commit window (µs): under load a batch starts at most once per window; 0 = commit at once.
+    private let windowNs: UInt64
+    /// A batch this large starts without waiting for the window to end.
+    private let eagerBatch: Int
     private let condition = NSCondition()
     private let metrics: GatewayMetrics
 
@@ -52,6 +53,11 @@ final class StorageEngine: @unchecked Sendable {
         var outbox: [CommitResult] = []
         var stopping = false
         var stopped = false
+        /// The storage thread waits for the first publish of a batch: `submit` signals it.
+        var idle = false
+        /// The storage thread waits for the commit window to end: `submit` signals it only when the inbox
+        /// reaches `eagerBatch`.
+        var filling = false
     }
     private let state = Mutex(Queues())
     /// Called after results were put in the outbox; wakes the service thread.
@@ -62,8 +68,8 @@ final class StorageEngine: @unchecked Sendable {
     private var thread: Thread?
 
     init(
-        log: TranscriptLog, fsync: FsyncPolicy, maxQueued: Int = 65_536, maxBatch: Int = 4_096,
-        retentionEveryMs: Int64 = 60_000, metrics: GatewayMetrics, logger: Logger,
+        log: TranscriptLog, fsync: FsyncPolicy, commitWindowMicroseconds: Int = 1_000, maxQueued: Int = 65_536,
+        maxBatch: Int = 4_096, retentionEveryMs: Int64 = 60_000, metrics: GatewayMetrics, logger: Logger,
         wake: @escaping @Sendable () -> Void
     ) {
         self.log = log
@@ -71,7 +77,8 @@ final class StorageEngine: @unchecked Sendable {
         self.maxQueued = maxQueued
         self.maxBatch = maxBatch
         self.retentionEveryMs = retentionEveryMs
-        if case .always = fsync { lingerMicroseconds = 0 } else { lingerMicroseconds = 250 }
+        self.windowNs = UInt64(max(0, commitWindowMicroseconds)) * 1_000
+        self.eagerBatch = max(1, min(maxBatch, 1_024))
         self.metrics = metrics
         self.logger = logger
         self.wake = wake
@@ -87,12 +94,21 @@ final class StorageEngine: @unchecked Sendable {
     /// Queues one durable publish. Returns false when the queue is at its limit (the caller answers
     /// `unavailable`): the storage thread is behind and memory must stay bounded.
     func submit(_ item: PendingAppend) -> Bool {
-        let accepted = state.withLock { q -> Bool in
-            guard !q.stopping, q.inbox.count < maxQueued else { return false }
+        // Signal only a thread that waits for exactly this: one wake-up per batch, not one per publish.
+        let (accepted, signal) = state.withLock { q -> (Bool, Bool) in
+            guard !q.stopping, q.inbox.count < maxQueued else { return (false, false) }
             q.inbox.append(item)
-            return true
+            if q.idle {
+                q.idle = false
+                return (true, true)
+            }
+            if q.filling && q.inbox.count >= eagerBatch {
+                q.filling = false
+                return (true, true)
+            }
+            return (true, false)
         }
-        if accepted {
+        if signal {
             condition.lock()
             condition.signal()
             condition.unlock()
@@ -135,6 +151,7 @@ final class StorageEngine: @unchecked Sendable {
     private func run() {
         var lastSync = ContinuousClock.now
         var lastRetention = ContinuousClock.now
+        var lastBatchNs: UInt64 = 0
         var dirty = false
         let intervalMs: Int
         if case .interval(let ms) = fsync { intervalMs = max(1, ms) } else { intervalMs = 0 }
@@ -142,29 +159,50 @@ final class StorageEngine: @unchecked Sendable {
         while true {
             var batch: [PendingAppend] = []
             var stopping = false
+            var haveItems = false
             condition.lock()
+            // 1. Wait (bounded) for the first publish of a batch.
             while true {
-                let (items, stop) = state.withLock { q in (Self.take(from: &q.inbox, max: maxBatch), q.stopping) }
-                batch = items
+                let (empty, stop) = state.withLock { q -> (Bool, Bool) in
+                    q.idle = q.inbox.isEmpty && !q.stopping
+                    return (q.inbox.isEmpty, q.stopping)
+                }
                 stopping = stop
-                if !batch.isEmpty || stopping { break }
-                // Bounded wait: wake up for the interval fsync and for retention even when idle.
+                haveItems = !empty
+                if !empty || stopping { break }
+                // Wake up for the interval fsync and for retention even when idle.
                 let waitMs = intervalMs > 0 && dirty ? intervalMs : 1_000
                 _ = condition.wait(until: Date(timeIntervalSinceNow: Double(waitMs) / 1_000))
                 if intervalMs > 0 && dirty { break }
                 if ContinuousClock.now - lastRetention > .milliseconds(retentionEveryMs) { break }
             }
+            // 2. Group commit: under load, let the batch fill until one window after the previous batch began
+            //    (or until it is large), so one fsync and one pair of thread wake-ups serve many publishes. After a
+            //    quiet spell the window has long passed and the first publish commits at once. Bounded: the wait
+            //    ends at the window's end whatever happens.
+            if windowNs > 0 && haveItems && !stopping {
+                let windowEnd = lastBatchNs &+ windowNs
+                while !stopping {
+                    let now = Clock.monotonicNs()
+                    if now >= windowEnd { break }
+                    let (large, stop) = state.withLock { q -> (Bool, Bool) in
+                        let large = q.inbox.count >= eagerBatch
+                        q.filling = !large && !q.stopping
+                        return (large, q.stopping)
+                    }
+                    stopping = stop
+                    if large || stopping { break }
+                    _ = condition.wait(until: Date(timeIntervalSinceNow: Double(windowEnd - now) / 1e9))
+                }
+                state.withLock { $0.filling = false }
+            }
             condition.unlock()
+            let taken = state.withLock { q in (Self.take(from: &q.inbox, max: maxBatch), q.stopping) }
+            batch = taken.0
+            stopping = stopping || taken.1
 
             if !batch.isEmpty {
-                // Without an fsync per batch nothing else makes batches form: at a steady trickle each publish
-                // would cost two thread wake-ups (storage, then the loop), which profiles showed as a third of
-                // the server's CPU. A short linger lets the batch fill first (bounded added latency).
-                if lingerMicroseconds > 0 && batch.count < 64 && !stopping {
-                    usleep(UInt32(lingerMicroseconds))
-                    let more = state.withLock { q in Self.take(from: &q.inbox, max: maxBatch - batch.count) }
-                    batch.append(contentsOf: more)
-                }
+                lastBatchNs = Clock.monotonicNs()
                 commit(batch)
                 dirty = intervalMs > 0
             }

@@ -1,6 +1,9 @@
 // CRC32C (Castagnoli), the checksum of every record and segment header (docs/transcript-format.md).
-// Slicing-by-8: eight 256-entry tables let the loop fold 8 input bytes per step with 8 independent
+// On x86-64 with SSE4.2 the CPU's crc32 instruction computes it (CCRC32C, ~10x faster: recovery of a large log is
+// CRC-bound); elsewhere the portable code below runs. Slicing-by-8: eight 256-entry tables let the loop fold 8 input bytes per step with 8 independent
 // table loads instead of 8 dependent ones, which is what makes a portable Swift CRC run near 2 GB/s.
+
+import CCRC32C
 
 /// The CRC32C checksum: reflected polynomial 0x82F63B78, initial value and final xor 0xFFFFFFFF.
 public enum CRC32C {
@@ -38,6 +41,16 @@ public enum CRC32C {
     ///   - bytes: the data that follows.
     /// - Returns: the finished checksum of the concatenation.
     public static func update(_ crc: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        guard let base = bytes.baseAddress else { return crc }
+        if hardware { return ~ccrc32c_hw_update(~crc, base, bytes.count) }
+        return softwareUpdate(crc, bytes)
+    }
+
+    /// Whether the CPU's crc32 instruction is used.
+    static let hardware = ccrc32c_hw_available() == 1
+
+    /// The portable implementation of ``update(_:_:)`` (slicing-by-8).
+    static func softwareUpdate(_ crc: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
         var c = ~crc
         guard let base = bytes.baseAddress else { return crc }
         let count = bytes.count

@@ -308,24 +308,42 @@ public final class TranscriptLog: Sendable {
 
     /// Re-reads the last `dedupeWindowPerSession` records of each session to rebuild the dedupe window (cheaper
     /// than building it during the scan, which would create two strings per record of the whole log).
+    ///
+    /// One pass in log order over the union of those records: sessions interleave in the log, so walking the
+    /// records session by session would re-read every chunk once per session (O(sessions × log size); 100
+    /// sessions over a 400 MB log read 40 GB). Sorted by location each chunk is read once, and each session's
+    /// records still arrive in its seq order (a session's locations grow with its seqs).
     static func rebuildDedupe(_ result: inout ScanResult) throws(TranscriptError) {
         var byNumber: [UInt32: SegmentEntry] = [:]
         for s in result.segments { byNumber[s.file.number] = s }
-        let reader = ChunkReader(capacity: 256 << 10)
-        for name in Array(result.sessions.keys) {
-            guard var index = result.sessions.removeValue(forKey: name) else { continue }
+        var names: [String] = []
+        var wanted: [(location: RecordLocation, slot: Int32)] = []
+        for (name, index) in result.sessions where index.dedupe.capacity > 0 {
             let count = index.locations.count
             let from = max(0, count - index.dedupe.capacity)
-            for i in from..<count {
-                let loc = index.locations[i]
-                guard let seg = byNumber[UInt32(loc >> 32)] else { continue }
-                let (layout, view) = try fetch(reader, seg, offset: Int(loc & 0xFFFF_FFFF))
-                let key = DedupeKey(
-                    sub: String(decoding: UnsafeRawBufferPointer(rebasing: view[layout.sub]), as: UTF8.self),
-                    id: String(decoding: UnsafeRawBufferPointer(rebasing: view[layout.id]), as: UTF8.self))
-                index.dedupe.insert(key, seq: layout.seq)
-            }
-            result.sessions[name] = index
+            guard from < count else { continue }
+            let slot = Int32(names.count)
+            names.append(name)
+            for i in from..<count { wanted.append((index.locations[i], slot)) }
+        }
+        guard !wanted.isEmpty else { return }
+        wanted.sort { $0.location < $1.location }
+        var indexes: [SessionIndex] = []
+        indexes.reserveCapacity(names.count)
+        for name in names {
+            guard let index = result.sessions.removeValue(forKey: name) else { continue }
+            indexes.append(index)
+        }
+        // Put the indexes back whatever happens below (a read error leaves windows partly rebuilt; open fails).
+        defer { for (i, name) in names.enumerated() where i < indexes.count { result.sessions[name] = indexes[i] } }
+        let reader = ChunkReader(capacity: 256 << 10)
+        for w in wanted {
+            guard let seg = byNumber[UInt32(w.location >> 32)] else { continue }
+            let (layout, view) = try fetch(reader, seg, offset: Int(w.location & 0xFFFF_FFFF))
+            let key = DedupeKey(
+                sub: String(decoding: UnsafeRawBufferPointer(rebasing: view[layout.sub]), as: UTF8.self),
+                id: String(decoding: UnsafeRawBufferPointer(rebasing: view[layout.id]), as: UTF8.self))
+            indexes[Int(w.slot)].dedupe.insert(key, seq: layout.seq)
         }
     }
 

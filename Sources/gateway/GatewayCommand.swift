@@ -47,6 +47,7 @@ struct GatewayCommand: ParsableCommand {
         sigaddset(&signals, SIGTERM)
         sigaddset(&signals, SIGINT)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
+        GatewayServer.tuneAllocator()
 
         let environment = ProcessInfo.processInfo.environment
         var overrides: [String: String] = [:]

@@ -11,6 +11,35 @@ import Testing
 /// HTTP endpoints, TLS, listeners, backpressure, restarts and shutdown.
 @Suite("Gateway operations", .timeLimit(.minutes(3)))
 struct OperationsTests {
+    /// `storage.commit_window_us`: publishes that trickle in during one window share one storage batch (one write,
+    /// one fsync, one wake-up), and every one of them is still acked with dense seqs. Counted with the commit
+    /// metric, not timed.
+    @Test func groupCommitWindowGathersATrickle() async throws {
+        let gw = try await TestGateway.start(settings: ["storage.commit_window_us": "100000", "storage.fsync": "never"])
+        defer { Task { await gw.stopAndRemove() } }
+        let agent = try await gw.client(.agent, sub: "w", sessions: ["s1"])
+        func batches() throws -> Int {
+            let text = String(decoding: try RawHTTP.get(host: "127.0.0.1", port: gw.port, path: "/metrics").body, as: UTF8.self)
+            let line = text.split(separator: "\n").first { $0.hasPrefix("gateway_fsync_batch_seconds_count") }
+            return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
+        }
+        _ = try agent.publish("s1", id: "first", kind: "progress")
+        let before = try batches()
+        // Ten publishes 2 ms apart: without the window each would be its own batch.
+        for i in 0..<10 {
+            try agent.send(["type": "publish", "session": "s1", "id": "t\(i)", "kind": "progress", "data": ["i": i]])
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        var seqs: [Int] = []
+        while seqs.count < 10 {
+            let r = try agent.next()
+            if r.string("type") == "ack", let seq = r.int("seq") { seqs.append(seq) }
+        }
+        #expect(seqs == Array(2...11))
+        let used = try batches() - before
+        #expect(used >= 1 && used <= 5, "10 publishes within ~20 ms took \(used) storage batches")
+    }
+
     @Test func httpEndpoints() async throws {
         let gw = try await TestGateway.start()
         defer { Task { await gw.stopAndRemove() } }

@@ -5,6 +5,7 @@
 #define CLWS_H
 
 #include <libwebsockets.h>
+#include <malloc.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,5 +49,8 @@ static inline size_t CLWS_frame_header(unsigned char *_Nonnull out, unsigned opc
     for (int i = 0; i < 8; i++) out[2 + i] = (unsigned char)(length >> (56 - 8 * i));
     return 10;
 }
+
+/// Sets glibc's malloc trim threshold (bytes of free memory at the top of an arena kept instead of returned).
+static inline int CLWS_set_malloc_trim_threshold(int bytes) { return mallopt(M_TRIM_THRESHOLD, bytes); }
 
 #endif
