@@ -93,8 +93,13 @@ let package = Package(
             path: "loadtest/Sources/gateway-loadtest",
             swiftSettings: swiftSettings
         ),
-        // epoll and memmem for gateway-loadtest (not in Swift's Glibc module).
-        .target(name: "CLoadTest", path: "loadtest/Sources/CLoadTest", cSettings: [.define("_GNU_SOURCE")]),
+        // epoll and memmem for gateway-loadtest (not in Swift's Glibc module), and its OpenSSL client for wss.
+        .target(
+            name: "CLoadTest",
+            path: "loadtest/Sources/CLoadTest",
+            cSettings: [.define("_GNU_SOURCE")],
+            linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]
+        ),
         .executableTarget(name: "transcript-bench", dependencies: ["TranscriptLog"], swiftSettings: swiftSettings),
         .executableTarget(name: "transcript-crash-child", dependencies: ["TranscriptLog"], swiftSettings: swiftSettings),
         .executableTarget(name: "protocol-bench", dependencies: ["GatewayProtocol"], swiftSettings: swiftSettings),

@@ -2,7 +2,9 @@
 # Runs one scenario with the same client, schedule and clock against the gateway and reference peers, one server at a
 # time (each started fresh and killed by PID), and prints ratios to the first target.
 # usage: loadtest/compare.sh [-o results.jsonl] SCENARIO.json [TARGET...] [-- extra gateway-loadtest flags]
-#   TARGET: gateway-never gateway-always lws-batch lws lws-ev node python hummingbird
+#   TARGET: gateway-never gateway-always gateway-never-tls gateway-always-tls lws-batch lws lws-ev node python hummingbird
+#   The target decides ws or wss: *-tls targets run the scenario over wss (--tls true), every other one over ws
+#   (--tls false, whatever the scenario says); extra flags after -- come last and win (e.g. -- --tls-fraction 0.5).
 #   default targets: lws-batch gateway-never gateway-always node python lws
 # Needs: swift build -c release --product gateway --scratch-path .build-lt (and --product gateway-loadtest),
 #        ../shared/peers/build.sh (into ./.peers-build). resume-storm runs against the gateway only.
@@ -28,7 +30,7 @@ for t in "${TARGETS[@]}"; do
   start_server "$t" || continue
   bg=$(wait_quiet)
   echo "== $(basename "$SCEN" .json) on $t (pid $SPID, port $SPORT), machine busy $bg% before, load avg $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-  timeout 900 "$TOOL" "$SCEN" --target "$STARGET" --port "$SPORT" --server-pid "$SPID" --peer "$t" \
+  timeout 900 "$TOOL" "$SCEN" --target "$STARGET" --port "$SPORT" --server-pid "$SPID" --peer "$t" --tls "$STLS" \
     ${SNOTE:+--note "$SNOTE"} ${EXTRA[@]+"${EXTRA[@]}"} | tee -a "$OUT" >> "$TMPOUT" || echo "run on $t failed" >&2
   stop_server
   sleep 1

@@ -4,7 +4,8 @@
 #      perf stat of the server (task-clock, context switches, migrations, faults)
 #   2. strace -c -f of the server on a second short run: syscalls per delivery (strace slows the server: its figures
 #      are counts, not speeds)
-# usage: loadtest/profile.sh [gateway-never|gateway-always] [RATE per publisher, default 300] [OUTDIR]
+# usage: loadtest/profile.sh [gateway-never|gateway-always|gateway-never-tls|gateway-always-tls] [RATE per publisher,
+#        default 300] [OUTDIR]   (*-tls: the gateway with a TLS listener, the run over wss)
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 source "$HERE/servers.sh"
@@ -16,7 +17,7 @@ TOOL=("$LT_BUILD/gateway-loadtest" "$HERE/scenarios/fanout.json" --rate "$RATE" 
 
 start_server "$WHICH"
 grep -o 'libwebsockets-evlib[^ ]*' /proc/$SPID/maps | sort -u > "$P.evlib.txt" || true
-"${TOOL[@]}" --target "$STARGET" --port "$SPORT" --server-pid "$SPID" --peer "$WHICH" --note "perf" > "$P.run-perf.json" &
+"${TOOL[@]}" --target "$STARGET" --port "$SPORT" --server-pid "$SPID" --peer "$WHICH" --tls "$STLS" --note "perf" > "$P.run-perf.json" &
 TP=$!
 sleep 3   # connects done, publishing under way
 perf stat -e task-clock,context-switches,cpu-migrations,page-faults -p "$SPID" -- sleep 5 2> "$P.perf-stat.txt" &
@@ -31,7 +32,7 @@ rm -f "$P.perf.data"
 stop_server
 
 start_server "$WHICH"
-"${TOOL[@]}" --target "$STARGET" --port "$SPORT" --server-pid "$SPID" --peer "$WHICH" --note "strace" --rate "$((RATE / 3 + 1))" > "$P.run-strace.json" &
+"${TOOL[@]}" --target "$STARGET" --port "$SPORT" --server-pid "$SPID" --peer "$WHICH" --tls "$STLS" --note "strace" --rate "$((RATE / 3 + 1))" > "$P.run-strace.json" &
 TP=$!
 sleep 3
 timeout 5 strace -c -f -p "$SPID" -o "$P.strace.txt" || true

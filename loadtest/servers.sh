@@ -1,7 +1,9 @@
 # Sourced by compare.sh and crosscheck.sh: start and stop one server by name, always by PID, on 127.0.0.1.
 #   gateway-never | gateway-always      the gateway (release build in $LT_BUILD), fsync never/always, fresh data dir
+#   gateway-never-tls | gateway-always-tls   the same with a TLS listener (wss, port $GATEWAY_TLS_PORT or 18443) and a
+#                                       throwaway self-signed certificate (scripts/dev-cert.sh into a temp dir)
 #   lws-batch | lws | lws-ev | node | python | hummingbird   reference relays from ../shared/peers (built by build.sh)
-# Sets SPID (server pid), SPORT (port), STARGET (gateway|room), SNOTE. Logs go to $LT_LOGS.
+# Sets SPID (server pid), SPORT (port), STARGET (gateway|room), STLS (true: speak wss to it), SNOTE. Logs go to $LT_LOGS.
 LT_ROOT="${LT_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 LT_BUILD="${LT_BUILD:-$LT_ROOT/.build-lt/release}"
 PEERS_DIR="${PEERS_DIR:-$LT_ROOT/../shared/peers}"
@@ -10,18 +12,26 @@ LT_LOGS="${LT_LOGS:-${TMPDIR:-/tmp}/loadtest-logs}"
 mkdir -p "$LT_LOGS"
 # A benchmark-only secret (never a real one): the tool mints its tokens from it.
 export GATEWAY_AUTH_HS256_SECRET="${GATEWAY_AUTH_HS256_SECRET:-loadtest-only-secret-0123456789abcdef0123456789}"
-SPID=""; SDATA=""
+SPID=""; SDATA=""; SCERT=""; STLS=false
 
 start_server() {
-  local name="$1" cmd=()
-  STARGET=room; SNOTE=""
+  local name="$1" cmd=() tlsenv=() fsync
+  STARGET=room; SNOTE=""; STLS=false
   case "$name" in
-    gateway-never|gateway-always)
-      STARGET=gateway; SPORT=${GATEWAY_PORT:-18080}; SNOTE="fsync ${name#gateway-}"
+    gateway-never|gateway-always|gateway-never-tls|gateway-always-tls)
+      fsync=${name#gateway-}; fsync=${fsync%-tls}
+      STARGET=gateway; SPORT=${GATEWAY_PORT:-18080}; SNOTE="fsync $fsync"
+      if [[ "$name" == *-tls ]]; then
+        STLS=true; SPORT=${GATEWAY_TLS_PORT:-18443}; SNOTE="$SNOTE, wss"
+        SCERT=$(mktemp -d "${TMPDIR:-/tmp}/lt-gw-cert.XXXXXX")
+        bash "$LT_ROOT/scripts/dev-cert.sh" "$SCERT" >/dev/null \
+          || { rm -rf "$SCERT"; SCERT=""; echo "dev-cert.sh failed" >&2; return 1; }
+        tlsenv=(GATEWAY_TLS_CERT="$SCERT/dev.crt" GATEWAY_TLS_KEY="$SCERT/dev.key")
+      fi
       SDATA=$(mktemp -d "${TMPDIR:-/tmp}/lt-gw-data.XXXXXX")
-      cmd=(env GATEWAY_FSYNC="${name#gateway-}" GATEWAY_LISTEN_HOST=127.0.0.1 GATEWAY_LISTEN_PORT="$SPORT"
+      cmd=(env GATEWAY_FSYNC="$fsync" GATEWAY_LISTEN_HOST=127.0.0.1 GATEWAY_LISTEN_PORT="$SPORT"
            GATEWAY_DATA_DIR="$SDATA" GATEWAY_LOG_LEVEL=warning GATEWAY_RATE_LIMITS_ROLES_USER_RATE_PER_SECOND=0
-           "$LT_BUILD/gateway" --config "$LT_ROOT/Config/gateway.json") ;;
+           ${tlsenv[@]+"${tlsenv[@]}"} "$LT_BUILD/gateway" --config "$LT_ROOT/Config/gateway.json") ;;
     node)        SPORT=19001; cmd=(env NODE_PATH=/usr/share/nodejs node "$PEERS_DIR/servers/node-ws-room.js" $SPORT) ;;
     python)      SPORT=19002; cmd=(python3 "$PEERS_DIR/servers/py-websockets-room.py" $SPORT) ;;
     hummingbird) SPORT=19004; cmd=("$PEERS_BUILD/hb-room" $SPORT) ;;
@@ -40,7 +50,8 @@ start_server() {
     kill -0 "$SPID" 2>/dev/null || { echo "server $name died: $(tail -3 "$LT_LOGS/server-$name.log")" >&2; SPID=""; return 1; }
     sleep 0.1
   done
-  # env/cd wrappers exec, so $! is the server itself
+  # env/cd wrappers exec, so $! is the server itself. (The probe above is a bare TCP connect: a TLS gateway logs
+  # "adopting an accepted socket failed" for it once.)
   sleep "${SETTLE_S:-1}"
   kill -0 "$SPID" 2>/dev/null || { echo "server $name exited: $(tail -3 "$LT_LOGS/server-$name.log")" >&2; SPID=""; return 1; }
 }
@@ -53,7 +64,8 @@ stop_server() {
   wait "$SPID" 2>/dev/null || true
   SPID=""
   [[ -n "${SDATA:-}" ]] && rm -rf "$SDATA"
-  SDATA=""
+  [[ -n "${SCERT:-}" ]] && rm -rf "$SCERT"
+  SDATA=""; SCERT=""
 }
 
 # Waits (at most QUIET_WAIT_S, default 60 s) until the machine's busy % over 1 s is at most QUIET_PCT (default 15):

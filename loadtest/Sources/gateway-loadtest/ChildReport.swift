@@ -17,14 +17,19 @@ extension Engine {
             ("reconnected", s.reconnected), ("caught_up", s.caughtUp), ("not_caught_up", s.notCaughtUp),
             ("catchup_total_ns", s.catchupTotalNs), ("lost", s.lost), ("stable_checked", s.stableChecked),
             ("fragments", s.fragments), ("bytes_in", s.bytesIn), ("bytes_out", s.bytesOut),
-            ("storm_t0", stormT0), ("storm_done", stormDoneAt),
+            ("storm_t0", stormT0), ("storm_done", stormDoneAt), ("tls_done", s.tlsDone),
         ]
         for (k, v) in fields { out += "\"\(k)\":\(v)," }
         out += "\"errors\":{" + errors.sorted { $0.key < $1.key }.map { "\(jsonString($0.key)):\($0.value)" }.joined(separator: ",") + "},"
         out += "\"close_codes\":{" + closeCodes.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",") + "},"
         out += "\"first_errors\":[" + firstErrors.map { jsonString($0) }.joined(separator: ",") + "],"
+        out += "\"tls_version\":\(jsonString(tlsDescription)),"
         out += "\"heads\":[" + headBySession.map { String($0) }.joined(separator: ",") + "],"
-        for (name, h) in [("h_lat", lat), ("h_ack", ackLat), ("h_hs", hsLat), ("h_ready", readyLat), ("h_catchup", catchupLat)] {
+        let hists = [
+            ("h_lat", lat), ("h_ack", ackLat), ("h_hs", hsLat), ("h_ready", readyLat), ("h_catchup", catchupLat),
+            ("h_tls", tlsLat), ("h_hs_tls", hsTLSLat),
+        ]
+        for (name, h) in hists {
             out += "\"\(name)\":[" + h.recordedValues().map { "[\($0.value),\($0.count)]" }.joined(separator: ",") + "],"
         }
         out.removeLast()

@@ -4,7 +4,7 @@ import Histogram
 
 /// Where a connection is in its life.
 enum ConnState: UInt8 {
-    case idle, connecting, upgrading, authing, joining, ready, closed
+    case idle, connecting, tlsHandshake, upgrading, authing, joining, ready, closed
 }
 
 /// What a connection is for.
@@ -24,6 +24,10 @@ struct Conn {
     var role = ConnRole.sub
     var outArmed = false
     var closingByUs = false
+    /// wss: this connection speaks TLS (fixed for the run: `Options.usesTLS(global)`).
+    var tls = false
+    /// wss: an SSL_read wanted the socket writable; EPOLLOUT is armed for it.
+    var readWantsWrite = false
     var room: Int32 = 0
     /// Index into the token table (gateway) and the global connection numbering.
     var global: Int32 = 0
@@ -47,6 +51,8 @@ struct Conn {
     var ocap = 0
     /// Room mode continuity: last message number seen per publisher (indexed by publisher id), or nil.
     var lastN: UnsafeMutablePointer<Int64>? = nil
+    /// wss: OpenSSL's connection (`SSL *`) while the socket is open, else nil.
+    var ssl: OpaquePointer? = nil
 }
 
 /// Counters of one process; merged by the parent.
@@ -86,6 +92,7 @@ struct Stats {
     var fragments: Int64 = 0
     var bytesIn: Int64 = 0
     var bytesOut: Int64 = 0
+    var tlsDone: Int64 = 0
 }
 
 /// Phase times, CLOCK_MONOTONIC ns, 0 until the parent sends them.
@@ -135,6 +142,16 @@ struct Engine {
     var hsLat = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
     var readyLat = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
     var catchupLat = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
+    /// wss: TCP connect start → TLS handshake done, and TCP connect start → 101 of the TLS connections only.
+    var tlsLat = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
+    var hsTLSLat = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
+    /// wss: the client context (`SSL_CTX *`), nil when no connection uses TLS.
+    let tlsCtx: OpaquePointer?
+    /// wss: version and cipher of the first TLS connection ("TLSv1.3 TLS_AES_256_GCM_SHA384").
+    var tlsDescription = ""
+    /// wss: connections whose read loop stopped at its round limit with bytes possibly held inside OpenSSL, where
+    /// epoll cannot see them (read-ahead); read again after the next epoll_wait (which then does not block).
+    var tlsAgain: [Int] = []
     var errors: [String: Int] = [:]
     var closeCodes: [Int: Int] = [:]
     var firstErrors: [String] = []
@@ -183,6 +200,12 @@ struct Engine {
         timerFd = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_NONBLOCK) | Int32(TFD_CLOEXEC))
         rng = UInt64(truncatingIfNeeded: monoNs()) ^ (UInt64(getpid()) << 32) | 1
         inflightLimit = options.inflight
+        if options.tls {
+            guard let ctx = clt_tls_ctx_new() else { fatal("TLS: \(String(cString: clt_tls_last_error()))") }
+            tlsCtx = ctx
+        } else {
+            tlsCtx = nil
+        }
         var rooms: [String] = []
         for r in 0..<options.rooms {
             rooms.append(options.target == .gateway ? "lt\(nonce)-\(r)" : "\(r)")
@@ -232,6 +255,7 @@ struct Engine {
                 h += procs
             }
         }
+        for q in 0..<list.count { list[q].tls = options.usesTLS(Int(list[q].global)) }
         n = list.count
         conns = .allocate(capacity: max(n, 1))
         conns.initialize(from: list, count: n)
@@ -285,8 +309,9 @@ struct Engine {
                 nextTick = now + 1_000_000
                 now = monoNs()
             }
-            let tmo = nextTick > now ? Int32((nextTick - now + 999_999) / 1_000_000) : 0
+            let tmo = nextTick > now && tlsAgain.isEmpty ? Int32((nextTick - now + 999_999) / 1_000_000) : 0
             let got = epoll_wait(epfd, events, maxEvents, tmo)
+            if !tlsAgain.isEmpty { retryTLSReads() }
             if got <= 0 { continue }
             for e in 0..<Int(got) {
                 let ev = events[e]
@@ -306,6 +331,10 @@ struct Engine {
                 let i = Int(idx)
                 let flags = ev.events
                 if conns[i].state == .closed || conns[i].state == .idle { continue }
+                if conns[i].state == .tlsHandshake {
+                    tlsStep(i)
+                    continue
+                }
                 if flags & (EPOLLOUT.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 {
                     if conns[i].state == .connecting {
                         onConnected(i)
@@ -313,7 +342,12 @@ struct Engine {
                     }
                     if conns[i].olen > 0 { flush(i) }
                 }
-                if flags & (EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 && conns[i].state != .closed {
+                var readable = flags & (EPOLLIN.rawValue | EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0
+                if conns[i].readWantsWrite && flags & EPOLLOUT.rawValue != 0 {
+                    conns[i].readWantsWrite = false
+                    readable = true
+                }
+                if readable && conns[i].state != .closed {
                     onReadable(i)
                 }
             }
@@ -390,6 +424,7 @@ struct Engine {
         c.pointee.rlen = 0
         c.pointee.olen = 0
         c.pointee.outArmed = false
+        c.pointee.readWantsWrite = false
         c.pointee.closingByUs = false
         inflight += 1
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -402,7 +437,7 @@ struct Engine {
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         var sa = sockaddr_in()
         sa.sin_family = sa_family_t(AF_INET)
-        sa.sin_port = in_port_t(UInt16(o.port).bigEndian)
+        sa.sin_port = in_port_t(UInt16(port(i)).bigEndian)
         inet_pton(AF_INET, o.host, &sa.sin_addr)
         let r = withUnsafePointer(to: &sa) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
@@ -423,6 +458,10 @@ struct Engine {
     /// A connection that never became ready.
     mutating func connectFailed(_ i: Int, _ why: String) {
         let c = conns + i
+        if let s = c.pointee.ssl {
+            clt_tls_free(s, 0)
+            c.pointee.ssl = nil
+        }
         if c.pointee.fd >= 0 {
             epoll_ctl(epfd, EPOLL_CTL_DEL, c.pointee.fd, nil)
             close(c.pointee.fd)
@@ -449,6 +488,58 @@ struct Engine {
             connectFailed(i, "connect: \(String(cString: strerror(err)))")
             return
         }
+        if c.pointee.tls {
+            guard let ctx = tlsCtx, let s = clt_tls_new(ctx, c.pointee.fd) else {
+                connectFailed(i, "tls: \(String(cString: clt_tls_last_error()))")
+                return
+            }
+            c.pointee.ssl = s
+            c.pointee.state = .tlsHandshake
+            tlsStep(i)
+            return
+        }
+        sendUpgrade(i)
+    }
+
+    /// wss: one step of the non-blocking client handshake (SSL_do_handshake), then the HTTP upgrade over TLS.
+    mutating func tlsStep(_ i: Int) {
+        let c = conns + i
+        guard let s = c.pointee.ssl else { return }
+        let r = Int(clt_tls_handshake(s))
+        if r == 1 {
+            tlsLat.record(UInt64(max((monoNs() - c.pointee.tConnect) / 1000, 1)))
+            stats.tlsDone += 1
+            if tlsDescription.isEmpty {
+                var buf = [CChar](repeating: 0, count: 128)
+                buf.withUnsafeMutableBufferPointer { b in
+                    clt_tls_describe(s, b.baseAddress!, b.count)
+                    tlsDescription = String(cString: b.baseAddress!)
+                }
+            }
+            sendUpgrade(i)
+            return
+        }
+        switch r {
+        case CLT_TLS_WANT_READ: setEvents(i, EPOLLIN.rawValue)
+        case CLT_TLS_WANT_WRITE: setEvents(i, EPOLLOUT.rawValue)
+        case CLT_TLS_CLOSED: connectFailed(i, "tls handshake: connection closed")
+        default: connectFailed(i, "tls \(String(cString: clt_tls_last_error()))")
+        }
+    }
+
+    /// The server port of connection `i`: `--tls-port` for a TLS connection when set, else `--port`.
+    func port(_ i: Int) -> Int { conns[i].tls && o.tlsPort > 0 ? o.tlsPort : o.port }
+
+    @inline(__always) func setEvents(_ i: Int, _ events: UInt32) {
+        var ev = epoll_event()
+        ev.events = events
+        ev.data.u64 = UInt64(i)
+        epoll_ctl(epfd, EPOLL_CTL_MOD, conns[i].fd, &ev)
+    }
+
+    /// Sends the HTTP upgrade request (over TLS for wss) and waits for the 101.
+    mutating func sendUpgrade(_ i: Int) {
+        let c = conns + i
         c.pointee.state = .upgrading
         // Sec-WebSocket-Key: 16 random bytes, base64 (the accept hash is not checked: the 101 status is).
         let b64 = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
@@ -469,14 +560,11 @@ struct Engine {
         key[23] = 61
         let path = isGateway ? o.path : "\(o.roomPrefix)\(sessionNames[Int(c.pointee.room)])"
         let req =
-            "GET \(path) HTTP/1.1\r\nHost: \(o.host):\(o.port)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "GET \(path) HTTP/1.1\r\nHost: \(o.host):\(port(i))\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             + "Sec-WebSocket-Key: \(String(decoding: key, as: UTF8.self))\r\nSec-WebSocket-Version: 13\r\n"
-            + "Origin: http://\(o.host)\r\n\r\n"
+            + "Origin: \(c.pointee.tls ? "https" : "http")://\(o.host)\r\n\r\n"
         let bytes = Array(req.utf8)
-        var ev = epoll_event()
-        ev.events = EPOLLIN.rawValue
-        ev.data.u64 = UInt64(i)
-        epoll_ctl(epfd, EPOLL_CTL_MOD, c.pointee.fd, &ev)
+        setEvents(i, EPOLLIN.rawValue)
         bytes.withUnsafeBufferPointer { b in appendRaw(i, b.baseAddress!, b.count) }
         flush(i)
     }
@@ -508,6 +596,10 @@ struct Engine {
             connectFailed(i, "closed during handshake")
             return
         }
+        if let s = c.pointee.ssl {
+            clt_tls_free(s, byUs ? 1 : 0)  // ours: try to send close_notify first
+            c.pointee.ssl = nil
+        }
         if c.pointee.fd >= 0 {
             epoll_ctl(epfd, EPOLL_CTL_DEL, c.pointee.fd, nil)
             close(c.pointee.fd)
@@ -517,6 +609,7 @@ struct Engine {
         c.pointee.rlen = 0
         c.pointee.olen = 0
         c.pointee.outArmed = false
+        c.pointee.readWantsWrite = false
         if wasReady && !byUs && !stopping && c.pointee.role != .churner {
             stats.closedEarly += 1
         }
@@ -585,19 +678,32 @@ struct Engine {
         b.withUnsafeBufferPointer { appendFrame(i, opcode: 1, $0.baseAddress!, $0.count) }
     }
 
-    /// Sends what is queued for the connection (one send() per call); arms EPOLLOUT while something is left.
+    /// Sends what is queued for the connection; arms EPOLLOUT while something is left. Over TLS, what a
+    /// WANT_WRITE left stays at the front of the buffer, so the retry starts with the same bytes (partial writes and a
+    /// movable write buffer are on: the buffer may have moved or grown since).
     mutating func flush(_ i: Int) {
         let c = conns + i
         guard c.pointee.fd >= 0 else { return }
         var off = 0
         let total = c.pointee.olen
         while off < total {
-            let r = send(c.pointee.fd, c.pointee.obuf! + off, total - off, Int32(MSG_NOSIGNAL))
-            if r < 0 {
-                if errno == EAGAIN || errno == EWOULDBLOCK { break }
-                if errno == EINTR { continue }
-                closeConn(i, byUs: false)
-                return
+            let r: Int
+            if let s = c.pointee.ssl {
+                r = clt_tls_write(s, c.pointee.obuf! + off, total - off)
+                if r < 0 {
+                    if r == CLT_TLS_WANT_WRITE || r == CLT_TLS_WANT_READ { break }
+                    if r == CLT_TLS_FAILED { noteError("tls \(String(cString: clt_tls_last_error()))") }
+                    closeConn(i, byUs: false)
+                    return
+                }
+            } else {
+                r = send(c.pointee.fd, c.pointee.obuf! + off, total - off, Int32(MSG_NOSIGNAL))
+                if r < 0 {
+                    if errno == EAGAIN || errno == EWOULDBLOCK { break }
+                    if errno == EINTR { continue }
+                    closeConn(i, byUs: false)
+                    return
+                }
             }
             off += r
             stats.bytesOut += Int64(r)
@@ -606,13 +712,28 @@ struct Engine {
             if off < total { memmove(c.pointee.obuf!, c.pointee.obuf! + off, total - off) }
             c.pointee.olen = total - off
         }
-        let wantOut = c.pointee.olen > 0
+        updateInterest(i)
+    }
+
+    /// EPOLLIN always; EPOLLOUT while bytes wait to be sent or (wss) an SSL_read wants the socket writable.
+    @inline(__always) mutating func updateInterest(_ i: Int) {
+        let c = conns + i
+        let wantOut = c.pointee.olen > 0 || c.pointee.readWantsWrite
         if wantOut != c.pointee.outArmed {
-            var ev = epoll_event()
-            ev.events = EPOLLIN.rawValue | (wantOut ? EPOLLOUT.rawValue : 0)
-            ev.data.u64 = UInt64(i)
-            epoll_ctl(epfd, EPOLL_CTL_MOD, c.pointee.fd, &ev)
+            setEvents(i, EPOLLIN.rawValue | (wantOut ? EPOLLOUT.rawValue : 0))
             c.pointee.outArmed = wantOut
+        }
+    }
+
+    /// wss: reads again the connections whose read loop stopped at its round limit.
+    mutating func retryTLSReads() {
+        var list: [Int] = []
+        swap(&list, &tlsAgain)
+        for i in list where conns[i].ssl != nil {
+            switch conns[i].state {
+            case .upgrading, .authing, .joining, .ready: onReadable(i)
+            default: break
+            }
         }
     }
 
@@ -631,13 +752,31 @@ struct Engine {
                 closeConn(i, byUs: true)
                 return
             }
-            let r = recv(c.pointee.fd, rx + have, space, 0)
-            if r <= 0 {
-                if r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { break }
-                if r < 0 && errno == EINTR { continue }
-                closeConn(i, byUs: false)
-                return
+            let r: Int
+            if let s = c.pointee.ssl {
+                // one TLS record at most per call: read until WANT_READ (nothing left in OpenSSL or the socket)
+                r = clt_tls_read(s, rx + have, space)
+                if r < 0 {
+                    if r == CLT_TLS_WANT_READ { break }
+                    if r == CLT_TLS_WANT_WRITE {
+                        c.pointee.readWantsWrite = true
+                        break
+                    }
+                    if r == CLT_TLS_FAILED { noteError("tls \(String(cString: clt_tls_last_error()))") }
+                    closeConn(i, byUs: false)
+                    return
+                }
+            } else {
+                r = recv(c.pointee.fd, rx + have, space, 0)
+                if r <= 0 {
+                    if r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { break }
+                    if r < 0 && errno == EINTR { continue }
+                    closeConn(i, byUs: false)
+                    return
+                }
             }
+            // plain: a short read emptied the socket (level-triggered epoll reports what is left)
+            let drained = c.pointee.ssl == nil && r < space
             stats.bytesIn += Int64(r)
             have += r
             let now = monoNs()
@@ -649,7 +788,7 @@ struct Engine {
                         connectFailed(i, "upgrade: no end of headers")
                         return
                     }
-                    if r < space { break }
+                    if drained { break }
                     continue
                 }
                 // "HTTP/1.1 101"
@@ -660,6 +799,7 @@ struct Engine {
                 }
                 off = e + 4
                 hsLat.record(UInt64(max((now - c.pointee.tConnect) / 1000, 1)))
+                if c.pointee.tls { hsTLSLat.record(UInt64(max((now - c.pointee.tConnect) / 1000, 1))) }
                 if isGateway {
                     c.pointee.state = .authing
                     appendText(i, "{\"type\":\"hello\",\"token\":\"\(tokens[Int(c.pointee.global)])\"}")
@@ -717,7 +857,11 @@ struct Engine {
                 have -= off
             }
             rounds += 1
-            if r < space || rounds >= 8 { break }
+            if drained { break }
+            if c.pointee.ssl == nil ? rounds >= 8 : rounds >= 32 {
+                if c.pointee.ssl != nil { tlsAgain.append(i) }
+                break
+            }
         }
         if have > 0 {
             if have > c.pointee.rcap {
@@ -728,6 +872,10 @@ struct Engine {
             c.pointee.rbuf!.copyMemory(from: rx, byteCount: have)
         }
         c.pointee.rlen = have
+        if c.pointee.ssl != nil {
+            // a write that wanted the socket readable goes again; EPOLLOUT follows readWantsWrite
+            if c.pointee.olen > 0 { flush(i) } else { updateInterest(i) }
+        }
     }
 
     /// A delivery (an event of ours) at `now` of a message whose intended send time is `t`.

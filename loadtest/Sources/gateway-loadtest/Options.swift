@@ -68,6 +68,18 @@ struct Options: Sendable {
     var peerName = ""
     var fsyncNote = ""
     var secretEnv = "GATEWAY_AUTH_HS256_SECRET"
+    /// wss: the fraction of connections (spread evenly over the global numbering) that use TLS; 0 = plain ws.
+    var tlsFraction = 0.0
+    /// wss: the port of the TLS listener when it is not `port` (a mix needs both: the gateway's listeners are either
+    /// TLS or plain); 0 = `port`.
+    var tlsPort = 0
+
+    var tls: Bool { tlsFraction > 0 }
+
+    /// Whether connection `g` (global numbering: subscribers, publishers, churners) uses TLS.
+    func usesTLS(_ g: Int) -> Bool {
+        tlsFraction >= 1 || (tlsFraction > 0 && Int(Double(g + 1) * tlsFraction) > Int(Double(g) * tlsFraction))
+    }
 
     /// Offered deliveries per second: publishers × rate × subscribers per room.
     var offeredDeliveries: Double {
@@ -161,6 +173,9 @@ extension Options {
         case "table": table = bool()
         case "peer": peerName = v
         case "note": fsyncNote = v
+        case "tls": tlsFraction = bool() ? 1 : 0
+        case "tls-fraction": tlsFraction = try dbl()
+        case "tls-port": tlsPort = try int()
         default: throw OptionsError.bad("unknown option --\(key)")
         }
     }
@@ -187,6 +202,8 @@ extension Options {
         guard recvBuffer >= 65536, recvBuffer <= 64 << 20 else { throw OptionsError.bad("--recv-buffer: 64 KiB-64 MiB") }
         guard inflight >= 1 else { throw OptionsError.bad("--inflight >= 1") }
         guard !rates.isEmpty, rates.count <= 64 else { throw OptionsError.bad("--rates: 1-64 steps") }
+        guard (0...1).contains(tlsFraction) else { throw OptionsError.bad("--tls-fraction: 0-1") }
+        guard (0...65535).contains(tlsPort) else { throw OptionsError.bad("--tls-port: 1-65535") }
         if target == .gateway {
             guard secret.utf8.count >= 32 else {
                 throw OptionsError.bad("gateway target needs --secret (or $\(secretEnv)) of at least 32 bytes")
@@ -214,5 +231,12 @@ let usageText = """
       --event-kind progress --ephemeral true|false           gateway publishes
       --label TEXT --peer NAME --note TEXT                   copied into the JSON line
       --recv-buffer BYTES --max-outbound BYTES --table false
+      --tls [true|false]         wss:// instead of ws://: TCP connect, TLS handshake, then the same upgrade and
+                                 framing over TLS. The server's certificate is NOT verified (the gateway's self-signed
+                                 dev certificate; loopback benchmarking only). handshake_us then spans TCP connect to
+                                 101, tls_us TCP connect to TLS done; every connection makes a full handshake.
+      --tls-fraction F           a mix: this fraction (0-1) of the connections over wss, the rest over ws
+      --tls-port N               the wss connections go to this port (default --port); a mix needs a TLS and a plain
+                                 listener, e.g. the gateway's listen.additional
     Output: one JSON line per run on stdout, a table on stderr.
     """

@@ -35,6 +35,13 @@ extension RunResult {
         add("label", jsonString(o.label))
         add("kind", jsonString(o.kind.rawValue))
         add("target", jsonString(o.target.rawValue))
+        add("tls", o.tls ? "true" : "false")
+        if o.tls {
+            add("tls_fraction", num(o.tlsFraction, 3))
+            if o.tlsPort > 0 { add("tls_port", "\(o.tlsPort)") }
+            add("tls_version", jsonString(tlsVersion))
+            add("tls_handshakes", "\(c("tls_done"))")
+        }
         if !o.peerName.isEmpty { add("peer", jsonString(o.peerName)) }
         if !o.fsyncNote.isEmpty { add("note", jsonString(o.fsyncNote)) }
         add("port", "\(o.port)")
@@ -55,6 +62,10 @@ extension RunResult {
         add("connect_rate_s", num(connectSeconds > 0 ? Double(c("connected")) / connectSeconds : 0, 0))
         add("handshake_us", percentiles(hs))
         add("ready_us", percentiles(ready))
+        if o.tls {
+            add("tls_us", percentiles(tls))
+            add("handshake_tls_us", percentiles(hsTLS))
+        }
         add("sent_msgs_s", num(Double(c("sent_meas")) / o.duration, 0))
         add("delivered_msgs_s", num(deliveredPerSecond, 0))
         add("delivery_ratio", num(deliveryRatio, 4))
@@ -123,11 +134,16 @@ extension RunResult {
             return [50.0, 90, 99, 99.9].map { num(Double(h.valueAtPercentile($0)) / unit, 2) }.joined(separator: " / ")
                 + " / " + num(Double(h.max) / unit, 2)
         }
-        var s = "── \(o.name) [\(o.kind.rawValue)] target=\(o.target.rawValue)\(o.peerName.isEmpty ? "" : " peer=\(o.peerName)")"
+        let scheme = o.tls ? (o.tlsFraction >= 1 ? " wss" : " ws+wss") : ""
+        var s = "── \(o.name) [\(o.kind.rawValue)] target=\(o.target.rawValue)\(scheme)\(o.peerName.isEmpty ? "" : " peer=\(o.peerName)")"
         s += "\(o.fsyncNote.isEmpty ? "" : " (\(o.fsyncNote))") port=\(o.port) load avg \(loadStart) → \(loadEnd)\n"
         s += String(format: "  connections   %ld ok, %ld failed in %.2f s (%.0f/s); handshake p50/p90/p99/p99.9/max ms: %@\n",
                     c("connected"), c("conn_errors"), connectSeconds,
                     connectSeconds > 0 ? Double(c("connected")) / connectSeconds : 0, pcts(hs))
+        if o.tls {
+            s += "  tls           \(c("tls_done")) handshakes (\(tlsVersion.isEmpty ? "-" : tlsVersion), \(num(o.tlsFraction * 100, 0))% of connections, certificate not verified); "
+            s += "ms to TLS done: \(pcts(tls)); to 101: \(pcts(hsTLS))\n"
+        }
         if o.kind == .fanout || o.kind == .ramp || o.kind == .churn {
             s += String(format: "  offered       %ld subs / %ld rooms, %ld pubs × %.0f msg/s × %ld B = %.0f deliveries/s\n",
                         o.subs, o.rooms, o.pubs, o.rate, o.size, o.offeredDeliveries)

@@ -137,6 +137,10 @@ struct RunResult {
     var hs = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
     var ready = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
     var catchup = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
+    /// wss: TCP connect → TLS done, and TCP connect → 101 of the TLS connections.
+    var tls = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
+    var hsTLS = Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000, numberOfSignificantValueDigits: .three)
+    var tlsVersion = ""
     var connectSeconds = 0.0
     var rss0 = -1, rssConn = -1, rssEnd = -1, rssPeak = -1
     var serverCPU = -1.0
@@ -311,6 +315,8 @@ func runOnce(_ o: Options, tokens: [String], nonce: String) -> RunResult {
                 for (e, c) in d { r.closeCodes[e, default: 0] += (c as? NSNumber)?.intValue ?? 0 }
             case let a as [Any] where k == "first_errors":
                 r.firstErrors += a.compactMap { $0 as? String }.prefix(5 - min(r.firstErrors.count, 5))
+            case let v as String where k == "tls_version":
+                if r.tlsVersion.isEmpty { r.tlsVersion = v }
             case let a as [Any] where k == "heads":
                 for h in a { r.headMax = max(r.headMax, (h as? NSNumber)?.int64Value ?? 0) }
             case let a as [Any] where k.hasPrefix("h_"):
@@ -323,6 +329,8 @@ func runOnce(_ o: Options, tokens: [String], nonce: String) -> RunResult {
                     case "h_ack": r.ack.record(v, count: c)
                     case "h_hs": r.hs.record(v, count: c)
                     case "h_ready": r.ready.record(v, count: c)
+                    case "h_tls": r.tls.record(v, count: c)
+                    case "h_hs_tls": r.hsTLS.record(v, count: c)
                     default: r.catchup.record(v, count: c)
                     }
                 }

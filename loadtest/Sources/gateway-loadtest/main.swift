@@ -21,6 +21,12 @@ do {
     var k = 0
     while k < args.count {
         let a = args[k]
+        if a == "--tls" && (k + 1 == args.count || args[k + 1].hasPrefix("--")) {
+            // the one flag that may stand alone
+            try opts.set("tls", "true")
+            k += 1
+            continue
+        }
         guard a.hasPrefix("--"), k + 1 < args.count else { throw OptionsError.bad("expected --flag value at \(a)") }
         try opts.set(String(a.dropFirst(2)), args[k + 1])
         k += 2
@@ -96,6 +102,7 @@ case .ramp:
         if stopGrowth || stopRatio { break }
     }
     var summary = "{\"tool\":\"gateway-loadtest\",\"scenario\":\(jsonString(opts.name)),\"label\":\(jsonString(opts.label)),\"kind\":\"ramp-summary\",\"target\":\(jsonString(opts.target.rawValue))"
+    summary += ",\"tls\":\(opts.tls),\"tls_fraction\":\(num(opts.tlsFraction, 3))"
     if !opts.peerName.isEmpty { summary += ",\"peer\":\(jsonString(opts.peerName))" }
     if !opts.fsyncNote.isEmpty { summary += ",\"note\":\(jsonString(opts.fsyncNote))" }
     summary += ",\"saturation_delivered_msgs_s\":\(num(best, 0)),\"saturation_rate_per_pub\":\(num(bestRate, 0)),\"steps\":[\(steps.joined(separator: ","))]"
