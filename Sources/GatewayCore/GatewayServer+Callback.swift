@@ -65,6 +65,11 @@ extension GatewayServer {
         case LWS_CALLBACK_HTTP:
             return httpRequest(wsi, input: input, len: len)
 
+        case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+            // Called once per TLS vhost while it is created; `user` is its SSL_CTX.
+            if let user { CLWS_ssl_ctx_tune(OpaquePointer(user)) }
+            return 0
+
         default:
             return lws_callback_http_dummy(wsi, reason, user, input, len)
         }

@@ -28,6 +28,9 @@ extern const uint64_t CLWS_OPTION_DISABLE_OS_CA_CERTS;
 /// buffers while it is idle.
 void CLWS_ssl_release_buffers(SSL *_Nonnull ssl);
 
+/// Per-vhost TLS context tuning for many idle connections (release buffers, no server session cache).
+void CLWS_ssl_ctx_tune(SSL_CTX *_Nonnull ctx);
+
 /// accept4(2) with SOCK_NONBLOCK|SOCK_CLOEXEC: glibc declares it only under _GNU_SOURCE, which Swift's
 /// Glibc module does not define.
 int CLWS_accept_nonblocking(int listen_fd);
