@@ -12,6 +12,7 @@ GW=(gateway-never gateway-always)
 "${C[@]}" "$S/product.json" lws-batch "${GW[@]}" node python
 "${C[@]}" "$S/ramp.json" lws-batch "${GW[@]}" node python
 "${C[@]}" "$S/idle-10k.json" lws-batch "${GW[@]}" node python
+"${C[@]}" "$S/idle-10k-tls.json" gateway-never-tls   # the peers serve no TLS
 for n in 1000 2500 5000; do   # RSS vs connections
   "${C[@]}" "$S/idle-10k.json" lws-batch gateway-never node -- --subs "$n" --rooms $((n / 10)) --label "idle-$n"
 done
