@@ -60,7 +60,10 @@ def main():
             print("|---|---|---|---|---|---|---|---|---|")
             for p, r in d.items():
                 rss = r["server_rss_kb"]
-                print(f"| {p} | {r['connected']:,} | {r['conn_errors']} | {r['connect_rate_s']:,.0f} | {ms(r['handshake_us'].get('p50'))} / {ms(r['handshake_us'].get('p99'))} "
+                hs = f"{ms(r['handshake_us'].get('p50'))} / {ms(r['handshake_us'].get('p99'))}"
+                if r.get("tls") and r.get("tls_us", {}).get("n"):
+                    hs += f" (wss; TLS part {ms(r['tls_us'].get('p50'))} / {ms(r['tls_us'].get('p99'))})"
+                print(f"| {p} | {r['connected']:,} | {r['conn_errors']} | {r['connect_rate_s']:,.0f} | {hs} "
                       f"| {ms(r['ready_us'].get('p99'))} | {rss['start']:,} → {rss['connected']:,} | {r['rss_per_conn_kb']:.2f} | {env(r)} |")
         elif kind == "resume-storm":
             print("| target | clients | behind | caught up | total ms | per client p50 / p99 / max ms | events replayed | server CPU s | load avg / foreign CPU |")
