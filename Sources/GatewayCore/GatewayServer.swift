@@ -224,9 +224,11 @@ public final class GatewayServer: @unchecked Sendable {
     /// Every event frame is allocated on the storage thread and freed on the service thread once written: with
     /// glibc's default (dynamic) trim threshold the thread arenas shrink and regrow all the time under load
     /// (thousands of `mprotect` calls and page faults per second in profiles). Keep up to 64 MiB of free memory
-    /// per arena instead; RSS still falls back by `madvise` when far more is freed.
+    /// per arena instead. Fixing the trim threshold also fixes glibc's mmap threshold, which would otherwise have
+    /// grown on its own: blocks up to 4 MiB (coalesced write buffers, log read windows) come from the arenas and
+    /// are reused instead of being mapped, faulted in and unmapped per use.
     public static func tuneAllocator() {
-        _ = CLWS_set_malloc_trim_threshold(64 << 20)
+        _ = CLWS_set_malloc_thresholds(64 << 20, 4 << 20)
     }
 
     /// Wakes the service thread (any thread). Safe after the context is gone.

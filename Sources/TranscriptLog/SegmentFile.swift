@@ -26,15 +26,19 @@ final class SegmentFile: Sendable {
 /// A window of a file's bytes read with `pread` in large chunks, so scanning costs one system call per chunk
 /// rather than per record. Not thread-safe: one per scan or per `read` call.
 final class ChunkReader {
-    /// Bytes read per refill when the caller asks for less.
+    /// Default bytes read per refill when the caller asks for less.
     static let chunkSize = 1 << 20
     private var buffer: UnsafeMutableRawBufferPointer
+    /// Bytes read per refill (the capacity asked for): a replay read of a few records should not copy a whole
+    /// megabyte out of the page cache.
+    private let refill: Int
     private var windowFD: Int32 = -1
     private var windowStart = 0
     private var windowCount = 0
 
     init(capacity: Int = ChunkReader.chunkSize) {
         buffer = .allocate(byteCount: max(capacity, 64), alignment: 16)
+        refill = max(capacity, 64)
     }
 
     deinit { buffer.deallocate() }
@@ -50,7 +54,7 @@ final class ChunkReader {
             let end = min(windowCount, limit - windowStart)
             return UnsafeRawBufferPointer(rebasing: buffer[from..<end])
         }
-        let toRead = min(max(wanted, Self.chunkSize), limit - offset)
+        let toRead = min(max(wanted, refill), limit - offset)
         if toRead > buffer.count {
             buffer.deallocate()
             buffer = .allocate(byteCount: toRead, alignment: 16)

@@ -53,7 +53,11 @@ static inline size_t CLWS_frame_header(unsigned char *_Nonnull out, unsigned opc
     return 10;
 }
 
-/// Sets glibc's malloc trim threshold (bytes of free memory at the top of an arena kept instead of returned).
-static inline int CLWS_set_malloc_trim_threshold(int bytes) { return mallopt(M_TRIM_THRESHOLD, bytes); }
+/// Sets glibc's malloc trim threshold (bytes of free memory at the top of an arena kept instead of returned) and
+/// its mmap threshold (allocations from this size on get their own mapping). Setting either turns off glibc's
+/// dynamic adjustment of both, so both are set. Returns 1 on success.
+static inline int CLWS_set_malloc_thresholds(int trim_bytes, int mmap_bytes) {
+    return mallopt(M_TRIM_THRESHOLD, trim_bytes) && mallopt(M_MMAP_THRESHOLD, mmap_bytes);
+}
 
 #endif
