@@ -49,6 +49,9 @@ public enum CRC32C {
     /// Whether the CPU's crc32 instruction is used.
     static let hardware = ccrc32c_hw_available() == 1
 
+    /// Whether checksums use the CPU's crc32 instruction (x86-64 SSE4.2) instead of the portable code.
+    public static var usesHardware: Bool { hardware }
+
     /// The portable implementation of ``update(_:_:)`` (slicing-by-8).
     static func softwareUpdate(_ crc: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
         var c = ~crc
