@@ -78,7 +78,7 @@ enum ConfigKeys {
         .init("data.dir", .string(nonEmpty: true)),
         .init("storage.fsync", .choice(["always", "interval", "never"]), aliases: ["GATEWAY_FSYNC"]),
         .init("storage.fsync_interval_ms", .int(1...60_000)),
-        .init("storage.commit_window_us", .int(0...100_000)),
+        .init("storage.commit_window_us", .int(0...10_000_000)),
         .init("storage.segment_max_bytes", .int(1_048_576...1_099_511_627_776)),
         .init("storage.retention_max_age_seconds", .int(0...Int(Int32.max) * 100)),
         .init("storage.retention_max_total_bytes", .int(0...Int.max)),

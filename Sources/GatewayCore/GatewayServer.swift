@@ -200,6 +200,9 @@ public final class GatewayServer: @unchecked Sendable {
 
     public var isStopped: Bool { stopped.load(ordering: .acquiring) }
 
+    /// Storage batches (group commits) this gateway has made so far.
+    public var storageBatches: Int { storage.batches.load(ordering: .relaxed) }
+
     /// Why the gateway stopped on its own, if it did: an I/O error on the log (reliability.md G7: never retry
     /// an fsync and pretend; stop, and let the supervisor restart, which re-verifies the log from disk).
     /// The executable exits non-zero when this is set.

@@ -45,7 +45,10 @@ final class StorageEngine: @unchecked Sendable {
     private let windowNs: UInt64
     /// A batch this large starts without waiting for the window to end.
     private let eagerBatch: Int
-    private let condition = NSCondition()
+    /// Wakes the storage thread. A counting semaphore (not a condition variable) so that a signal given before the
+    /// thread waits is never lost, and because `DispatchSemaphore` waits on the monotonic clock: a wall-clock step
+    /// cannot stretch the commit window or the idle wait.
+    private let wakeStorage = DispatchSemaphore(value: 0)
     private let metrics: GatewayMetrics
 
     private struct Queues {
@@ -60,6 +63,8 @@ final class StorageEngine: @unchecked Sendable {
         var filling = false
     }
     private let state = Mutex(Queues())
+    /// Batches committed (or refused) so far; read by tests and diagnostics.
+    let batches = Atomic<Int>(0)
     /// Called after results were put in the outbox; wakes the service thread.
     private let wake: @Sendable () -> Void
     /// Called once when the log failed in a way that only a reopen can clear (I/O error, failed fsync).
@@ -78,7 +83,7 @@ final class StorageEngine: @unchecked Sendable {
         self.maxBatch = maxBatch
         self.retentionEveryMs = retentionEveryMs
         self.windowNs = UInt64(max(0, commitWindowMicroseconds)) * 1_000
-        self.eagerBatch = max(1, min(maxBatch, 1_024))
+        self.eagerBatch = max(1, min(maxBatch, maxQueued, 1_024))
         self.metrics = metrics
         self.logger = logger
         self.wake = wake
@@ -108,11 +113,7 @@ final class StorageEngine: @unchecked Sendable {
             }
             return (true, false)
         }
-        if signal {
-            condition.lock()
-            condition.signal()
-            condition.unlock()
-        }
+        if signal { wakeStorage.signal() }
         return accepted
     }
 
@@ -131,9 +132,7 @@ final class StorageEngine: @unchecked Sendable {
     /// Asks the thread to commit what is queued, sync, close the log and exit. Idempotent.
     func stop() {
         state.withLock { $0.stopping = true }
-        condition.lock()
-        condition.signal()
-        condition.unlock()
+        wakeStorage.signal()
     }
 
     /// Waits (bounded) until the storage thread exited. Returns false on timeout.
@@ -160,8 +159,7 @@ final class StorageEngine: @unchecked Sendable {
             var batch: [PendingAppend] = []
             var stopping = false
             var haveItems = false
-            condition.lock()
-            // 1. Wait (bounded) for the first publish of a batch.
+            // 1. Wait (bounded) for the first publish of a batch, or until the interval fsync or retention is due.
             while true {
                 let (empty, stop) = state.withLock { q -> (Bool, Bool) in
                     q.idle = q.inbox.isEmpty && !q.stopping
@@ -170,16 +168,21 @@ final class StorageEngine: @unchecked Sendable {
                 stopping = stop
                 haveItems = !empty
                 if !empty || stopping { break }
-                // Wake up for the interval fsync and for retention even when idle.
-                let waitMs = intervalMs > 0 && dirty ? intervalMs : 1_000
-                _ = condition.wait(until: Date(timeIntervalSinceNow: Double(waitMs) / 1_000))
-                if intervalMs > 0 && dirty { break }
+                let sinceSync = ContinuousClock.now - lastSync
+                if intervalMs > 0 && dirty && sinceSync >= .milliseconds(intervalMs) { break }
                 if ContinuousClock.now - lastRetention > .milliseconds(retentionEveryMs) { break }
+                var waitNs: UInt64 = 1_000_000_000
+                if intervalMs > 0 && dirty {
+                    let left = Duration.milliseconds(intervalMs) - sinceSync
+                    waitNs = min(waitNs, max(100_000, Self.nanoseconds(left)))
+                }
+                _ = wakeStorage.wait(timeout: .now() + .nanoseconds(Int(waitNs)))
             }
+            state.withLock { $0.idle = false }
             // 2. Group commit: under load, let the batch fill until one window after the previous batch began
             //    (or until it is large), so one fsync and one pair of thread wake-ups serve many publishes. After a
-            //    quiet spell the window has long passed and the first publish commits at once. Bounded: the wait
-            //    ends at the window's end whatever happens.
+            //    quiet spell the window has long passed and the first publish commits at once. Bounded: the waits
+            //    end at the window's end on the monotonic clock.
             if windowNs > 0 && haveItems && !stopping {
                 let windowEnd = lastBatchNs &+ windowNs
                 while !stopping {
@@ -192,11 +195,10 @@ final class StorageEngine: @unchecked Sendable {
                     }
                     stopping = stop
                     if large || stopping { break }
-                    _ = condition.wait(until: Date(timeIntervalSinceNow: Double(windowEnd - now) / 1e9))
+                    _ = wakeStorage.wait(timeout: .now() + .nanoseconds(Int(windowEnd - now)))
                 }
                 state.withLock { $0.filling = false }
             }
-            condition.unlock()
             let taken = state.withLock { q in (Self.take(from: &q.inbox, max: maxBatch), q.stopping) }
             batch = taken.0
             stopping = stopping || taken.1
@@ -228,6 +230,7 @@ final class StorageEngine: @unchecked Sendable {
     }
 
     private func commit(_ batch: [PendingAppend]) {
+        batches.add(1, ordering: .relaxed)
         let started = ContinuousClock.now
         var results: [CommitResult] = []
         results.reserveCapacity(batch.count)
@@ -271,6 +274,12 @@ final class StorageEngine: @unchecked Sendable {
         let taken = Array(inbox.prefix(n))
         inbox.removeFirst(n)
         return taken
+    }
+
+    static func nanoseconds(_ d: Duration) -> UInt64 {
+        let (s, atto) = d.components
+        guard s >= 0 else { return 0 }
+        return UInt64(s) &* 1_000_000_000 &+ UInt64(max(0, atto) / 1_000_000_000)
     }
 
     static func nowMs() -> Int64 {
