@@ -20,10 +20,9 @@ const uint64_t CLWS_OPTION_DISABLE_OS_CA_CERTS = LWS_SERVER_OPTION_DISABLE_OS_CA
 
 _Static_assert(LWS_PRE >= 10, "LWS_PRE must leave room for a WebSocket frame header");
 
-void CLWS_ssl_release_buffers(SSL *ssl) { SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS); }
-
 void CLWS_ssl_ctx_tune(SSL_CTX *ctx) {
-    /* Idle connections hold no record buffers; no server-side session cache (TLS 1.3 resumption uses stateless
+    /* Idle connections hold no record buffers (every SSL made from the context inherits the mode); no server-side
+       session cache (TLS 1.3 resumption uses stateless
        tickets, which cost the server no memory): the cache would keep a session per handshake. */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);

@@ -149,10 +149,6 @@ extension GatewayServer {
             let token = auth.dropFirst("bearer ".count).trimmingCharacters(in: .whitespaces)
             conn.headerToken = token.isEmpty ? nil : token
         }
-        if conn.listenerTLS, let ssl = lws_get_ssl(wsi) {
-            // Idle wss connections then hold no TLS record buffers (most of their memory).
-            CLWS_ssl_release_buffers(ssl)
-        }
         user.storeBytes(of: Unmanaged.passRetained(conn).toOpaque(), as: UnsafeMutableRawPointer?.self)
         connections[id] = conn
         metrics.connectionsUnauthenticated.increment()

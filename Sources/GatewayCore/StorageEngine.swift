@@ -148,12 +148,14 @@ final class StorageEngine: @unchecked Sendable {
     // MARK: - storage thread
 
     private func run() {
-        var lastSync = ContinuousClock.now
-        var lastRetention = ContinuousClock.now
+        // One clock for every deadline of this loop: the monotonic one the commit window uses.
+        var lastSyncNs = Clock.monotonicNs()
+        var lastRetentionNs = lastSyncNs
+        let retentionNs = UInt64(max(0, retentionEveryMs)) * 1_000_000
         var lastBatchNs: UInt64 = 0
         var dirty = false
-        let intervalMs: Int
-        if case .interval(let ms) = fsync { intervalMs = max(1, ms) } else { intervalMs = 0 }
+        let intervalNs: UInt64
+        if case .interval(let ms) = fsync { intervalNs = UInt64(max(1, ms)) * 1_000_000 } else { intervalNs = 0 }
 
         while true {
             var batch: [PendingAppend] = []
@@ -168,14 +170,11 @@ final class StorageEngine: @unchecked Sendable {
                 stopping = stop
                 haveItems = !empty
                 if !empty || stopping { break }
-                let sinceSync = ContinuousClock.now - lastSync
-                if intervalMs > 0 && dirty && sinceSync >= .milliseconds(intervalMs) { break }
-                if ContinuousClock.now - lastRetention > .milliseconds(retentionEveryMs) { break }
+                let now = Clock.monotonicNs()
+                if intervalNs > 0 && dirty && now - lastSyncNs >= intervalNs { break }
+                if now - lastRetentionNs > retentionNs { break }
                 var waitNs: UInt64 = 1_000_000_000
-                if intervalMs > 0 && dirty {
-                    let left = Duration.milliseconds(intervalMs) - sinceSync
-                    waitNs = min(waitNs, max(100_000, Self.nanoseconds(left)))
-                }
+                if intervalNs > 0 && dirty { waitNs = min(waitNs, max(100_000, intervalNs - (now - lastSyncNs))) }
                 _ = wakeStorage.wait(timeout: .now() + .nanoseconds(Int(waitNs)))
             }
             state.withLock { $0.idle = false }
@@ -206,15 +205,15 @@ final class StorageEngine: @unchecked Sendable {
             if !batch.isEmpty {
                 lastBatchNs = Clock.monotonicNs()
                 commit(batch)
-                dirty = intervalMs > 0
+                dirty = intervalNs > 0
             }
-            if intervalMs > 0 && dirty && ContinuousClock.now - lastSync >= .milliseconds(intervalMs) {
+            if intervalNs > 0 && dirty && Clock.monotonicNs() - lastSyncNs >= intervalNs {
                 do { try log.sync() } catch { logger.error("transcript sync failed", metadata: ["error": "\(error)"]) }
-                lastSync = ContinuousClock.now
+                lastSyncNs = Clock.monotonicNs()
                 dirty = false
             }
-            if ContinuousClock.now - lastRetention > .milliseconds(retentionEveryMs) {
-                lastRetention = ContinuousClock.now
+            if Clock.monotonicNs() - lastRetentionNs > retentionNs {
+                lastRetentionNs = Clock.monotonicNs()
                 do {
                     let removed = try log.applyRetention(nowMs: Self.nowMs())
                     if removed > 0 { logger.info("retention removed segments", metadata: ["segments": "\(removed)"]) }
@@ -274,12 +273,6 @@ final class StorageEngine: @unchecked Sendable {
         let taken = Array(inbox.prefix(n))
         inbox.removeFirst(n)
         return taken
-    }
-
-    static func nanoseconds(_ d: Duration) -> UInt64 {
-        let (s, atto) = d.components
-        guard s >= 0 else { return 0 }
-        return UInt64(s) &* 1_000_000_000 &+ UInt64(max(0, atto) / 1_000_000_000)
     }
 
     static func nowMs() -> Int64 {

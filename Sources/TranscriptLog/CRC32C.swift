@@ -42,15 +42,12 @@ public enum CRC32C {
     /// - Returns: the finished checksum of the concatenation.
     public static func update(_ crc: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
         guard let base = bytes.baseAddress else { return crc }
-        if hardware { return ~ccrc32c_hw_update(~crc, base, bytes.count) }
+        if usesHardware { return ~ccrc32c_hw_update(~crc, base, bytes.count) }
         return softwareUpdate(crc, bytes)
     }
 
-    /// Whether the CPU's crc32 instruction is used.
-    static let hardware = ccrc32c_hw_available() == 1
-
     /// Whether checksums use the CPU's crc32 instruction (x86-64 SSE4.2) instead of the portable code.
-    public static var usesHardware: Bool { hardware }
+    public static let usesHardware = ccrc32c_hw_available() == 1
 
     /// The portable implementation of ``update(_:_:)`` (slicing-by-8).
     static func softwareUpdate(_ crc: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {

@@ -24,10 +24,6 @@ extern const uint64_t CLWS_OPTION_EXPLICIT_VHOSTS;
 extern const uint64_t CLWS_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
 extern const uint64_t CLWS_OPTION_DISABLE_OS_CA_CERTS;
 
-/// SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS) (a macro): OpenSSL frees the connection's read and write
-/// buffers while it is idle.
-void CLWS_ssl_release_buffers(SSL *_Nonnull ssl);
-
 /// Per-vhost TLS context tuning for many idle connections (release buffers, no server session cache).
 void CLWS_ssl_ctx_tune(SSL_CTX *_Nonnull ctx);
 
