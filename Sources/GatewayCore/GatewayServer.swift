@@ -206,7 +206,7 @@ public final class GatewayServer: @unchecked Sendable {
     /// Why the gateway stopped on its own, if it did: an I/O error on the log (reliability.md G7: never retry
     /// an fsync and pretend; stop, and let the supervisor restart, which re-verifies the log from disk).
     /// The executable exits non-zero when this is set.
-    public var fatalError: String? { fatal.withLock { $0 } }
+    public var fatalReason: String? { fatal.withLock { $0 } }
     private let fatal = Mutex<String?>(nil)
 
     /// Stops the gateway because the log can no longer be trusted to write (any thread).

@@ -116,7 +116,7 @@ struct GatewayCommand: ParsableCommand {
             FileHandle.standardOutput.write(Data("gateway listening url=\(scheme)://\(host):\(l.port)/v1/ws port=\(l.port)\n".utf8))
         }
         server.waitUntilStopped()
-        if let reason = server.fatalError {
+        if let reason = server.fatalReason {
             FileHandle.standardError.write(Data("gateway: stopped after a storage failure: \(reason)\n".utf8))
             throw ExitCode(70)  // EX_SOFTWARE: the supervisor restarts us; open re-verifies the log
         }

@@ -309,7 +309,7 @@ final class FlakySyncIO: FileIO, @unchecked Sendable {
 @Suite("Gateway storage failure", .timeLimit(.minutes(1)))
 struct StorageFailureTests {
     /// G7: a failed fsync is never retried and reported durable. The batch is refused (`unavailable`, no ack),
-    /// and the gateway drains and stops on its own with `fatalError` set (the executable exits 70 so the
+    /// and the gateway drains and stops on its own with `fatalReason` set (the executable exits 70 so the
     /// supervisor restarts it; open re-verifies the log). Acked events survive the restart.
     @Test func failedFsyncRefusesTheBatchAndStopsTheGateway() async throws {
         let dir = TestDirs.make("eio")
@@ -339,7 +339,7 @@ struct StorageFailureTests {
         let deadline = ContinuousClock.now + .seconds(20)
         while !server.isStopped && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
         #expect(server.isStopped)
-        #expect(server.fatalError != nil)
+        #expect(server.fatalReason != nil)
         // After a restart the acked event is there; the refused one was never acked.
         let again = try await TestGateway.start(dataDir: dir)
         let reader = try await again.client(.operator, sub: "ops")
