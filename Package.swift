@@ -1,9 +1,11 @@
 // swift-tools-version: 6.1
 // The Samokoder realtime gateway: a WebSocket server on libwebsockets with a durable transcript log.
-// Module graph (see docs/architecture.md):
-//   CLWS (C shim over Debian's libwebsockets) <- GatewayCore
-//   TranscriptLog, GatewayProtocol, GatewayAuth, GatewayConfig: leaves, no lws
-//   GatewayCore -> executables `gateway` (and later `gatewayctl`, `gateway-loadtest`)
+// Module graph (docs/architecture.md, "Modules"):
+//   leaves: CCRC32C <- TranscriptLog (the log); GatewayProtocol (frames); GatewayAuth (JWT, jwt-kit)
+//   GatewayConfig -> GatewayAuth, TranscriptLog (their settings types, one per concept)
+//   CLWS (C shim over Debian's libwebsockets) <- GatewayCore (Transport/ Sessions/ Storage/ HTTP/) <- `gateway`
+//   `gatewayctl` (operators' CLI) -> GatewayAuth, GatewayConfig, TranscriptLog, GatewayProtocol, the WebSocket client
+//   `gateway-loadtest` (loadtest/) -> GatewayAuth, CLoadTest; benches: transcript-bench, protocol-bench
 import PackageDescription
 
 let swiftSettings: [SwiftSetting] = [
@@ -22,7 +24,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
-        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-configuration.git", from: "1.4.0"),
@@ -51,19 +52,19 @@ let package = Package(
             dependencies: [.product(name: "JWTKit", package: "jwt-kit")],
             swiftSettings: swiftSettings
         ),
-        // Configuration: Config/gateway.json + GATEWAY_* environment + flags (swift-configuration).
+        // Configuration: Config/gateway.json + GATEWAY_* environment + flags (swift-configuration). Its settings are
+        // the consuming modules' own types (AuthConfiguration, FsyncPolicy): one type per concept, no mapping.
         .target(
             name: "GatewayConfig",
-            dependencies: [.product(name: "Configuration", package: "swift-configuration")],
+            dependencies: ["GatewayAuth", "TranscriptLog", .product(name: "Configuration", package: "swift-configuration")],
             swiftSettings: swiftSettings
         ),
-        // The server: lws transport, sessions, fan-out, storage thread, HTTP endpoints, metrics.
+        // The server: lws transport, sessions and fan-out, the storage interface and local engine, HTTP, metrics.
         .target(
             name: "GatewayCore",
             dependencies: [
                 "CLWS", "TranscriptLog", "GatewayProtocol", "GatewayAuth", "GatewayConfig",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: swiftSettings
@@ -110,7 +111,7 @@ let package = Package(
         .testTarget(name: "WebSocketClientTests", dependencies: ["GatewayTestSupport"], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayProtocolTests", dependencies: ["GatewayProtocol"], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayAuthTests", dependencies: ["GatewayAuth"], swiftSettings: swiftSettings),
-        .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"], swiftSettings: swiftSettings),
+        .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig", "GatewayAuth", "TranscriptLog"], swiftSettings: swiftSettings),
         .testTarget(
             name: "GatewayIntegrationTests",
             dependencies: ["GatewayCore", "GatewayTestSupport", "TranscriptLog", "GatewayProtocol"],

@@ -30,7 +30,7 @@ public struct PublicKeyConfig: Sendable, Hashable {
 /// Everything ``TokenVerifier`` needs: keys, clock leeway, expected audience and issuer, size limit.
 ///
 /// `description` redacts the HS256 secret.
-public struct AuthConfiguration: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+public struct AuthConfiguration: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
     /// The HS256 shared secret (at least 32 bytes); secret, never logged. `nil` disables HS256.
     public var hs256Secret: String?
     /// An optional `kid` for the HS256 secret: a token with this `kid` selects the secret.

@@ -1,3 +1,6 @@
+import GatewayAuth
+import TranscriptLog
+
 extension GatewayConfiguration {
     /// The effective configuration, one `key = value` line per key in file spelling, for logging at start-up.
     /// Secrets (`auth.hs256_secret`) are shown as `<redacted>`.

@@ -1,4 +1,6 @@
+import TranscriptLog
 import Configuration
+import GatewayAuth
 import Foundation
 
 extension GatewayConfiguration {
@@ -267,7 +269,7 @@ struct ValueResolver {
         config.skipDamagedRecords = try await bool("storage.skip_damaged_records") ?? false
 
         // Auth.
-        var auth = AuthSettings()
+        var auth = AuthConfiguration()
         auth.hs256Secret = try await string("auth.hs256_secret")
         auth.hs256KeyID = try await string("auth.hs256_kid")
         auth.publicKeys = try publicKeys()
@@ -424,12 +426,12 @@ struct ValueResolver {
         }
     }
 
-    func publicKeys() throws -> [PublicKeySettings] {
+    func publicKeys() throws -> [PublicKeyConfig] {
         try entries("auth.public_keys").enumerated().map { index, object in
             let path = "auth.public_keys[\(index)]"
             try check(object, at: path, allowed: ["kid", "alg", "pem_path"])
             guard case .string(let algName)? = object["alg"],
-                let algorithm = PublicKeySettings.Algorithm(rawValue: algName)
+                let algorithm = PublicKeyAlgorithm(rawValue: algName)
             else {
                 throw nestedError("\(path).alg", "expected one of RS256, ES256")
             }
@@ -440,7 +442,7 @@ struct ValueResolver {
             guard FileManager.default.fileExists(atPath: pemPath, isDirectory: &isDirectory), !isDirectory else {
                 throw nestedError("\(path).pem_path", "no such file \"\(pemPath)\"")
             }
-            return PublicKeySettings(
+            return PublicKeyConfig(
                 kid: try optionalString(object, "kid", at: path),
                 algorithm: algorithm,
                 pemPath: pemPath

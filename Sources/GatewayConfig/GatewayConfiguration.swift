@@ -1,3 +1,6 @@
+import GatewayAuth
+import TranscriptLog
+
 /// The gateway's effective configuration: `Config/gateway.json` (or no file), overridden by `GATEWAY_*`
 /// environment variables, overridden by command-line overrides. Every key is documented in
 /// `Config/README.md`; ``load(configFile:environment:overrides:)`` validates all of them.
@@ -9,7 +12,8 @@ public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible
     public var listeners: [ListenerConfig]
     /// `data.dir`: the transcript log directory.
     public var dataDir: String
-    /// `storage.fsync` (+ `storage.fsync_interval_ms`): when appended records are flushed to disk.
+    /// `storage.fsync` (+ `storage.fsync_interval_ms`): when appended records are flushed to disk (the log's own
+    /// policy type, handed to it as it is).
     public var fsync: FsyncPolicy
     /// `storage.commit_window_us`: group-commit window. Under load, a batch starts at most once per window
     /// (events arriving meanwhile join it), so fsyncs and thread wake-ups are paid per window, not per event;
@@ -23,8 +27,8 @@ public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible
     public var retentionMaxTotalBytes: Int?
     /// `storage.skip_damaged_records`: start even if the log has damage in the middle (operator decision).
     public var skipDamagedRecords: Bool
-    /// `auth.*`: token verification settings (the gateway maps them to GatewayAuth's configuration).
-    public var auth: AuthSettings
+    /// `auth.*`: token verification settings, handed to ``TokenVerifier`` as they are.
+    public var auth: AuthConfiguration
     /// `limits.*`: per-connection and per-subject limits.
     public var limits: LimitSettings
     /// `rate_limits.*`: publish rate limits per tier and per role.
@@ -48,7 +52,7 @@ public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible
     public var unrecognizedEnvironmentVariables: [String]
 
     /// The configuration that ``load(configFile:environment:overrides:)`` yields with no file and no
-    /// overrides, except that ``AuthSettings/hs256Secret`` is `nil` here (it has no default).
+    /// overrides, except that ``AuthConfiguration/hs256Secret`` is `nil` here (it has no default).
     public static let defaults = GatewayConfiguration(
         listeners: [ListenerConfig(host: "127.0.0.1", port: 8080, tls: nil)],
         dataDir: "./data",
@@ -58,7 +62,7 @@ public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible
         retentionMaxAgeSeconds: nil,
         retentionMaxTotalBytes: nil,
         skipDamagedRecords: false,
-        auth: AuthSettings(),
+        auth: AuthConfiguration(),
         limits: LimitSettings(),
         rateLimits: RateLimitSettings(),
         origins: OriginSettings(),
@@ -81,7 +85,7 @@ public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible
         retentionMaxAgeSeconds: Int?,
         retentionMaxTotalBytes: Int?,
         skipDamagedRecords: Bool,
-        auth: AuthSettings,
+        auth: AuthConfiguration,
         limits: LimitSettings,
         rateLimits: RateLimitSettings,
         origins: OriginSettings,
@@ -154,97 +158,6 @@ public struct TLSConfig: Sendable, Equatable {
     public init(certPath: String, keyPath: String) {
         self.certPath = certPath
         self.keyPath = keyPath
-    }
-}
-
-extension GatewayConfiguration {
-    /// `storage.fsync`: when the transcript log flushes appended records to stable storage.
-    /// (Nested because TranscriptLog has its own `FsyncPolicy`; the gateway maps one to the other.)
-    public enum FsyncPolicy: Sendable, Equatable {
-        /// fdatasync before acking (group commit); survives power loss. The default.
-        case always
-        /// fdatasync at most every `milliseconds`; acks may precede it, so an OS crash or power loss can lose
-        /// up to the interval of acked events (a `kill -9` loses nothing).
-        case interval(milliseconds: Int)
-        /// Never fsync; the OS flushes when it likes. For benchmarks and throwaway data only.
-        case never
-    }
-}
-
-/// `auth.*`: the token verification settings, kept free of GatewayAuth types; the gateway maps them.
-public struct AuthSettings: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
-    /// `auth.hs256_secret` (secret): the HS256 shared secret, at least 32 bytes; required unless public keys are configured.
-    public var hs256Secret: String?
-    /// `auth.hs256_kid`: the `kid` that selects the shared secret, if tokens carry one.
-    public var hs256KeyID: String?
-    /// `auth.public_keys`: RS256/ES256 public keys (file only).
-    public var publicKeys: [PublicKeySettings]
-    /// `auth.leeway_seconds`: clock skew accepted on `exp`/`nbf`/`iat`.
-    public var leewaySeconds: Int
-    /// `auth.audience`: when set, tokens must carry it in `aud`.
-    public var audience: String?
-    /// `auth.issuer`: when set, tokens' `iss` must equal it.
-    public var issuer: String?
-    /// `auth.max_token_bytes`: longer tokens are refused before parsing.
-    public var maxTokenBytes: Int
-
-    /// Creates auth settings; the defaults are the shipped ones.
-    public init(
-        hs256Secret: String? = nil,
-        hs256KeyID: String? = nil,
-        publicKeys: [PublicKeySettings] = [],
-        leewaySeconds: Int = 60,
-        audience: String? = nil,
-        issuer: String? = nil,
-        maxTokenBytes: Int = 8192
-    ) {
-        self.hs256Secret = hs256Secret
-        self.hs256KeyID = hs256KeyID
-        self.publicKeys = publicKeys
-        self.leewaySeconds = leewaySeconds
-        self.audience = audience
-        self.issuer = issuer
-        self.maxTokenBytes = maxTokenBytes
-    }
-
-    /// The settings with the secret shown as `<redacted>`.
-    public var description: String {
-        "AuthSettings(hs256Secret: \(hs256Secret == nil ? "none" : "<redacted>"), hs256KeyID: \(hs256KeyID ?? "none"), "
-            + "publicKeys: \(publicKeys.count), leewaySeconds: \(leewaySeconds), audience: \(audience ?? "none"), "
-            + "issuer: \(issuer ?? "none"), maxTokenBytes: \(maxTokenBytes))"
-    }
-
-    /// Same as ``description``.
-    public var debugDescription: String { description }
-}
-
-extension AuthSettings: CustomReflectable {
-    /// Mirrors the redacted description, so `dump(_:)` cannot print the secret.
-    public var customMirror: Mirror { Mirror(self, children: ["redacted": description]) }
-}
-
-/// One entry of `auth.public_keys`.
-public struct PublicKeySettings: Sendable, Equatable {
-    /// The pinned algorithm of a public key.
-    public enum Algorithm: String, Sendable, Equatable, CaseIterable {
-        /// RSA PKCS#1 v1.5 with SHA-256.
-        case rs256 = "RS256"
-        /// ECDSA P-256 with SHA-256.
-        case es256 = "ES256"
-    }
-
-    /// `kid`: the key id that selects this key, or `nil`.
-    public var kid: String?
-    /// `alg`: `RS256` or `ES256`.
-    public var algorithm: Algorithm
-    /// `pem_path`: the PEM file with the public key or certificate.
-    public var pemPath: String
-
-    /// Creates a public key entry.
-    public init(kid: String?, algorithm: Algorithm, pemPath: String) {
-        self.kid = kid
-        self.algorithm = algorithm
-        self.pemPath = pemPath
     }
 }
 

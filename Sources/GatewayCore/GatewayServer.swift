@@ -14,10 +14,15 @@ import TranscriptLog
 /// Threads (docs/architecture.md):
 /// - the **service thread** creates, services and destroys the lws context; it owns every `Connection`,
 ///   session membership, fan-out and replay. Nothing on it hops to a Task per message.
-/// - the **storage thread** (``StorageEngine``) appends durable events in group-committed batches.
+/// - the **store** (``EventStore``; ``LocalEventStore`` by default) appends durable events in group-committed
+///   batches on a thread of its own.
 /// - a **ticker thread** wakes the service thread a few times per second for deadlines (auth, token
 ///   expiry, shutdown).
-/// Other threads talk to the service thread only through the storage outbox (a Mutex) plus `lws_cancel_service`.
+/// Other threads talk to the service thread only through the store's outbox (a Mutex) plus `lws_cancel_service`.
+///
+/// The server owns the lws context and the connections and dispatches lws callbacks (Transport/); sessions,
+/// fan-out and replay are their own types that it calls (Sessions/); storage sits behind ``EventStore``
+/// (Storage/); HTTP endpoints are in HTTP/.
 public final class GatewayServer: @unchecked Sendable {
     // @unchecked Sendable: cross-thread state is in Mutex/Atomic properties (`contextRef`, `flags`,
     // `startResult`); everything else is confined to the service thread, as each property's comment says.
@@ -32,9 +37,13 @@ public final class GatewayServer: @unchecked Sendable {
     let logger: Logger
     let metrics = GatewayMetrics()
     let verifier: TokenVerifier
-    let log: TranscriptLog
-    let storage: StorageEngine
+    let store: any EventStore
     let webAssets: WebAssets
+    // Service-thread collaborators: outbound queues and writes, session membership, fan-out, replay.
+    let io: ConnectionIO
+    let table: SessionTable
+    let replay: ReplayPump
+    let fanOut: FanOut
 
     // MARK: cross-thread
     struct ContextRef: @unchecked Sendable { let ptr: OpaquePointer }  // only used for lws_cancel_service
@@ -49,11 +58,6 @@ public final class GatewayServer: @unchecked Sendable {
     var listeners: [ListenSocket] = []
     var listenWsis: [OpaquePointer] = []
     var connections: [ConnectionID: Connection] = [:]
-    var sessions: [String: LiveSession] = [:]
-    /// Per session, the highest seq whose commit result the service thread has processed (acked and fanned out).
-    /// Replay never reads past it, so no client sees a durable event before its publisher's ack went out.
-    /// Seeded from the log at start; every later commit passes through `handleCommitted` in order.
-    var ackedHeads: [String: UInt64] = [:]
     var lastTokenCheckNs: UInt64 = 0
     var connectionsPerSub: [String: Int] = [:]
     var nextConnection: UInt64 = 0
@@ -63,71 +67,32 @@ public final class GatewayServer: @unchecked Sendable {
     var clientsClosed = false
     var loopShouldExit = false
     var lastHousekeepingNs: UInt64 = 0
-    var scratch: UnsafeMutableRawPointer
-    var scratchCapacity: Int
-    let pre = Int(CLWS_PRE)
     var ready = false
     var storageDegraded = false
     var usesEventLib: Bool { config.eventLoop == "libev" }
     /// Set when the context was destroyed from inside the event-library loop (how an evlib loop is stopped).
     var destroyedInLoop = false
-    // Hot-path counters, flushed to `metrics` on the housekeeping tick.
-    var deliveredDurable = 0
-    var deliveredEphemeral = 0
-    var deliveredReplay = 0
 
-    /// Opens the transcript log (recovery runs here) and prepares the server; ``start()`` begins serving.
+    /// Opens the store (the transcript log: recovery runs here) and prepares the server; ``start()`` begins serving.
     /// - Throws: ``GatewayStartError`` naming what failed (log directory, keys).
     /// - Parameter fileIO: the log's file-system layer; tests inject faults (EIO, failed fsync) through it.
     public init(configuration: GatewayConfiguration, logger: Logger, fileIO: any FileIO = PosixFileIO()) async throws {
         self.config = configuration
         self.logger = logger
         do {
-            self.verifier = try await TokenVerifier(AuthMapping.authConfiguration(configuration))
+            self.verifier = try await TokenVerifier(configuration.auth)
         } catch {
             throw GatewayStartError("auth configuration: \(error)")
         }
-        var options = TranscriptLogOptions(directory: configuration.dataDir)
-        options.fsync = StorageMapping.fsync(configuration)
-        options.segmentMaxBytes = configuration.segmentMaxBytes
-        options.retentionMaxAgeSeconds = configuration.retentionMaxAgeSeconds
-        options.retentionMaxTotalBytes = configuration.retentionMaxTotalBytes
-        options.skipDamagedRecords = configuration.skipDamagedRecords
-        options.io = fileIO
-        // A record holds one event: leave room for the largest message plus its envelope.
-        options.maxRecordBytes = max(options.maxRecordBytes, configuration.limits.maxMessageBytes + 64 * 1024)
-        do {
-            try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
-        } catch {
-            throw GatewayStartError("cannot create data directory \(configuration.dataDir): \(error.localizedDescription)")
-        }
-        let opened: TranscriptLog
-        do {
-            opened = try TranscriptLog.open(options)
-        } catch {
-            throw GatewayStartError("transcript log at \(configuration.dataDir): \(error)")
-        }
-        self.log = opened
+        let store = try LocalEventStore.open(configuration: configuration, fileIO: fileIO, metrics: metrics, logger: logger)
+        self.store = store
         self.webAssets = WebAssets(root: configuration.webRoot)
-        for s in opened.sessions() { ackedHeads[s.session] = s.head }
-        scratchCapacity = Int(CLWS_PRE) + 256 * 1024
-        scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchCapacity, alignment: 16)
-        let box = WakeBox()
-        self.storage = StorageEngine(
-            log: opened, fsync: options.fsync, commitWindowMicroseconds: configuration.commitWindowMicroseconds,
-            metrics: metrics, logger: logger, wake: { box.wake() })
-        box.server = self
-        storage.onFatal = { reason in box.server?.failFatally(reason) }
-        logger.info(
-            "transcript log open",
-            metadata: [
-                "data.dir": "\(configuration.dataDir)", "epoch": "\(opened.epoch)",
-                "recovery": "\(opened.recovery)",
-            ])
-    }
-
-    deinit {
-        scratch.deallocate()
+        io = ConnectionIO(outboundCap: configuration.limits.outboundBufferBytes, metrics: metrics, logger: logger)
+        table = SessionTable(seedHeads: store.sessionSummaries(), metrics: metrics)
+        replay = ReplayPump(
+            store: store, table: table, io: io, chunkEvents: configuration.limits.replayChunkEvents,
+            outboundCap: configuration.limits.outboundBufferBytes, logger: logger)
+        fanOut = FanOut(table: table, io: io, replay: replay)
     }
 
     /// Binds every configured listener, starts the storage, ticker and service threads, and returns once
@@ -144,7 +109,8 @@ public final class GatewayServer: @unchecked Sendable {
             }
         }
         listeners = sockets
-        storage.start()
+        let box = WakeBox(server: self)
+        store.start(wake: { box.wake() }, onFatal: { reason in box.server?.failFatally(reason) })
         let t = Thread { [self] in self.serviceThreadMain() }
         t.name = "gateway-lws"
         t.stackSize = 8 << 20
@@ -164,8 +130,8 @@ public final class GatewayServer: @unchecked Sendable {
                 switch r {
                 case .success(let bound): return bound
                 case .failure(let e):
-                    storage.stop()
-                    _ = storage.waitStopped(timeout: .seconds(5))
+                    store.stop()
+                    _ = store.waitStopped(timeout: .seconds(5))
                     throw e
                 }
             }
@@ -201,7 +167,7 @@ public final class GatewayServer: @unchecked Sendable {
     public var isStopped: Bool { stopped.load(ordering: .acquiring) }
 
     /// Storage batches (group commits) this gateway has made so far.
-    public var storageBatches: Int { storage.batches.load(ordering: .relaxed) }
+    public var storageBatches: Int { store.batchesCommitted }
 
     /// Why the gateway stopped on its own, if it did: an I/O error on the log (reliability.md G7: never retry
     /// an fsync and pretend; stop, and let the supervisor restart, which re-verifies the log from disk).
@@ -295,8 +261,8 @@ public final class GatewayServer: @unchecked Sendable {
         // library), lws needs this second call to finish (lws-notes §3.12).
         lws_context_destroy(ctx)
         context = nil
-        storage.stop()
-        if !storage.waitStopped(timeout: .seconds(max(1, config.shutdownDeadlineSeconds))) {
+        store.stop()
+        if !store.waitStopped(timeout: .seconds(max(1, config.shutdownDeadlineSeconds))) {
             logger.error("storage thread did not stop in time")
         }
         finishStopped()
@@ -311,10 +277,10 @@ public final class GatewayServer: @unchecked Sendable {
     /// Called on every wake-up of the loop (EVENT_WAIT_CANCELLED): drains committed results,
     /// then runs deadlines at most every 200 ms.
     func onWake() {
-        let results = storage.takeResults()
+        let results = store.takeResults()
         if !results.isEmpty { handleCommitted(results) }
 
-        let now = Clock.monotonicNs()
+        let now = MonotonicClock.nowNs()
         if now - lastHousekeepingNs >= 200_000_000 {
             lastHousekeepingNs = now
             housekeeping(now)
@@ -331,7 +297,7 @@ public final class GatewayServer: @unchecked Sendable {
     private func housekeeping(_ now: UInt64) {
         if shutdownRequested.load(ordering: .acquiring) && !draining { startDraining(now) }
         let authDeadline = UInt64(config.limits.authTimeoutSeconds * 1e9)
-        let wallMs = StorageEngine.nowMs()
+        let wallMs = WallClock.nowMs()
         let leewayMs = Int64(config.auth.leewaySeconds) * 1_000
         let checkTokens = now - lastTokenCheckNs >= UInt64(max(0.2, config.limits.tokenRecheckSeconds) * 1e9)
         if checkTokens { lastTokenCheckNs = now }
@@ -341,29 +307,29 @@ public final class GatewayServer: @unchecked Sendable {
             switch conn.phase {
             case .awaitingHello, .authenticating:
                 if now - conn.openedNs > authDeadline {
-                    close(conn, code: 4001, reason: "authentication timeout", urgent: true)
+                    io.close(conn, code: 4001, reason: "authentication timeout", urgent: true)
                 }
             case .active:
                 if checkTokens, let p = conn.principal, p.expiresAt * 1_000 + leewayMs < wallMs {
-                    close(conn, code: 4001, reason: "token expired", urgent: false)
+                    io.close(conn, code: 4001, reason: "token expired", urgent: false)
                 }
             case .closing:
                 break
             }
         }
         metrics.outboundQueueBytes.set(Double(total))
-        metrics.storageQueueDepth.set(Double(storage.queuedCount))
+        metrics.storageQueueDepth.set(Double(store.queuedCount))
         flushCounters()
         if draining { continueDraining(now) }
     }
 
+    /// Moves the hot-path delivery counters into `metrics` (housekeeping tick and `GET /metrics`).
     func flushCounters() {
-        if deliveredDurable > 0 { metrics.eventsOutDurable.increment(by: Int64(deliveredDurable)); deliveredDurable = 0 }
-        if deliveredEphemeral > 0 {
-            metrics.eventsOutEphemeral.increment(by: Int64(deliveredEphemeral))
-            deliveredEphemeral = 0
-        }
-        if deliveredReplay > 0 { metrics.eventsOutReplay.increment(by: Int64(deliveredReplay)); deliveredReplay = 0 }
+        let live = fanOut.takeCounts()
+        let replayed = replay.takeCount()
+        if live.durable > 0 { metrics.eventsOutDurable.increment(by: Int64(live.durable)) }
+        if live.ephemeral > 0 { metrics.eventsOutEphemeral.increment(by: Int64(live.ephemeral)) }
+        if replayed > 0 { metrics.eventsOutReplay.increment(by: Int64(replayed)) }
     }
 
     // MARK: shutdown
@@ -383,7 +349,7 @@ public final class GatewayServer: @unchecked Sendable {
         if !clientsClosed && (inFlight == 0 || now >= halfway) {
             clientsClosed = true
             for conn in connections.values where conn.phase != .closing || conn.pendingClose == nil {
-                close(conn, code: 1001, reason: "server shutting down", urgent: false)
+                io.close(conn, code: 1001, reason: "server shutting down", urgent: false)
             }
         }
         if clientsClosed && (connections.isEmpty || now >= drainDeadlineNs) {
@@ -410,10 +376,4 @@ final class WakeBox: @unchecked Sendable {
 public struct GatewayStartError: Error, CustomStringConvertible, Sendable {
     public let description: String
     init(_ message: String) { description = message }
-}
-
-enum Clock {
-    static func monotonicNs() -> UInt64 {
-        DispatchTime.now().uptimeNanoseconds
-    }
 }

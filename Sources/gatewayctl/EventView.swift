@@ -52,7 +52,7 @@ struct EventView: Sendable {
         self.sub = sub
         self.role = role
         self.timestampText = timestampText
-        self.timestampMs = Timestamps.parseRFC3339(timestampText)
+        self.timestampMs = RFC3339.parse(timestampText)
         self.data = data
     }
 

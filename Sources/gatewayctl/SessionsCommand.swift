@@ -1,3 +1,4 @@
+import GatewayProtocol
 import ArgumentParser
 import Foundation
 import GatewayTestSupport
@@ -66,7 +67,7 @@ extension GatewayCtl {
                 func count(_ key: String) -> String { (subscribers[key] as? NSNumber).map { "\($0.intValue)" } ?? "0" }
                 let last =
                     (s["last_event_ts"] as? String).map { ts in
-                        Timestamps.parseRFC3339(ts).map(Timestamps.localDateTime) ?? TextEscaper.escape(ts, limit: 40)
+                        RFC3339.parse(ts).map(Timestamps.localDateTime) ?? TextEscaper.escape(ts, limit: 40)
                     } ?? "-"
                 rows.append([
                     TextEscaper.escape(s["session"] as? String ?? "?", limit: 128), count("user"), count("agent"),

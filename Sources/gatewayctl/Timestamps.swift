@@ -3,57 +3,6 @@ import Glibc
 
 /// Timestamp parsing and display for event lines, tables and exports.
 enum Timestamps {
-    /// Parses the gateway's `ts` (`YYYY-MM-DDTHH:MM:SS[.fff]Z`) into Unix milliseconds.
-    /// - Parameters:
-    ///   - text: The timestamp text (untrusted).
-    /// - Returns: Milliseconds, or `nil` if the text is not in that form.
-    static func parseRFC3339(_ text: String) -> Int64? {
-        let b = Array(text.utf8)
-        guard b.count >= 20, b.count <= 40, b.last == UInt8(ascii: "Z") || b.last == UInt8(ascii: "z") else {
-            return nil
-        }
-        func digits(_ start: Int, _ count: Int) -> Int64? {
-            guard start + count <= b.count else { return nil }
-            var v: Int64 = 0
-            for i in start..<(start + count) {
-                guard b[i] >= 0x30 && b[i] <= 0x39 else { return nil }
-                v = v * 10 + Int64(b[i] - 0x30)
-            }
-            return v
-        }
-        guard let year = digits(0, 4), b[4] == UInt8(ascii: "-"), let month = digits(5, 2), b[7] == UInt8(ascii: "-"),
-            let day = digits(8, 2), b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: "t"),
-            let hour = digits(11, 2), b[13] == UInt8(ascii: ":"), let minute = digits(14, 2),
-            b[16] == UInt8(ascii: ":"), let second = digits(17, 2),
-            (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 61
-        else { return nil }
-        var millis: Int64 = 0
-        if b[19] == UInt8(ascii: ".") {
-            let fraction = b[20..<(b.count - 1)]
-            guard !fraction.isEmpty, fraction.count <= 9, fraction.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
-                return nil
-            }
-            for i in 0..<3 {
-                millis = millis * 10 + (i < fraction.count ? Int64(fraction[20 + i] - 0x30) : 0)
-            }
-        } else {
-            guard b.count == 20 else { return nil }
-        }
-        let days = daysFromCivil(year: year, month: month, day: day)
-        return ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1_000 + millis
-    }
-
-    /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-    static func daysFromCivil(year: Int64, month: Int64, day: Int64) -> Int64 {
-        let y = month <= 2 ? year - 1 : year
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yoe = y - era * 400
-        let mp = (month + 9) % 12
-        let doy = (153 * mp + 2) / 5 + day - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        return era * 146_097 + doe - 719_468
-    }
-
     /// Broken-down time of `ms` in the local time zone (`TZ`) or UTC.
     static func components(_ ms: Int64, local: Bool) -> tm {
         // Floor division written so that no value read from a log (Int64.min included) can overflow.

@@ -1,5 +1,7 @@
 import Foundation
+import GatewayAuth
 import GatewayConfig
+import TranscriptLog
 import Testing
 
 let secret = "config-test-secret-0123456789abcdefghij"  // test only
@@ -318,7 +320,7 @@ struct ErrorTests {
         let file = try writeFile(#"{"auth": {"public_keys": [{"kid": "k1", "alg": "ES256", "pem_path": "\#(pem)"}]}}"#)
         let config = try await GatewayConfiguration.load(configFile: file, environment: [:], overrides: [:])
         #expect(config.auth.hs256Secret == nil)
-        #expect(config.auth.publicKeys == [PublicKeySettings(kid: "k1", algorithm: .es256, pemPath: pem)])
+        #expect(config.auth.publicKeys == [PublicKeyConfig(kid: "k1", algorithm: .es256, pemPath: pem)])
     }
 
     @Test func shortSecretIsRefusedWithoutEchoingIt() async {
@@ -392,7 +394,7 @@ struct NestedValueTests {
                 ListenerConfig(host: "::1", port: 0, tls: nil),
             ]
         )
-        #expect(config.auth.publicKeys == [PublicKeySettings(kid: nil, algorithm: .rs256, pemPath: pem)])
+        #expect(config.auth.publicKeys == [PublicKeyConfig(kid: nil, algorithm: .rs256, pemPath: pem)])
         #expect(config.rateLimits.limit(tier: "free", role: "agent") == GatewayConfiguration.RateLimit(ratePerSecond: 5, burst: 10))
         #expect(config.rateLimits.limit(tier: "pro", role: "user") == GatewayConfiguration.RateLimit(ratePerSecond: 50.5, burst: 100))
         #expect(config.rateLimits.limit(tier: "internal", role: "user") == nil)

@@ -80,4 +80,20 @@ struct RFC3339Tests {
     func timeOfDay(_ ms: Int64, _ expected: String) {
         #expect(RFC3339.format(milliseconds: ms + 19_000 * 86_400_000).dropFirst(11).dropLast() == expected[...])
     }
+
+    @Test("parse is the inverse of format", arguments: [Int64(0), 1_700_000_000_123, -1, RFC3339.minMilliseconds, RFC3339.maxMilliseconds])
+    func parseRoundTrip(_ ms: Int64) {
+        #expect(RFC3339.parse(RFC3339.format(milliseconds: ms)) == ms)
+    }
+
+    @Test("parse accepts whole seconds and long fractions, refuses other text",
+          arguments: [("2024-02-29T23:59:59Z", Int64(1_709_251_199_000)), ("2024-02-29T23:59:59.123456789Z", 1_709_251_199_123)])
+    func parseForms(_ text: String, _ expected: Int64) {
+        #expect(RFC3339.parse(text) == expected)
+    }
+
+    @Test("parse refuses malformed text", arguments: ["", "2024-02-29", "2024-13-01T00:00:00Z", "2024-02-29T24:00:00Z", "2024-02-29T23:59:59.Z", "2024-02-29 23:59:59+01:00"])
+    func parseRefuses(_ text: String) {
+        #expect(RFC3339.parse(text) == nil)
+    }
 }

@@ -1,5 +1,4 @@
 import Glibc
-import CLWS
 import Prometheus
 import GatewayConfig
 import Foundation
@@ -7,34 +6,20 @@ import Logging
 import Synchronization
 import TranscriptLog
 
-/// One durable publish on its way to the transcript log.
+/// The embedded engine: the transcript log on local disk, written by one storage thread.
 ///
-/// Built on the service thread, appended on the storage thread, handed back in a ``CommitResult``.
-struct PendingAppend: Sendable {
-    /// The publishing connection and its generation, so the ack reaches the right socket (or nobody).
-    var connection: ConnectionID
-    var request: AppendRequest
-}
-
-/// The outcome of one ``PendingAppend`` after its batch was committed (or refused).
-struct CommitResult: Sendable {
-    var connection: ConnectionID
-    var session: String
-    var id: String
-    var outcome: Result<AppendOutcome, TranscriptError>
-    /// The event frame payload (JSON text), encoded once on the storage thread for a fresh append; nil otherwise.
-    var frame: [UInt8]?
-}
-
-/// The storage thread: takes publishes from the service thread, appends them to the transcript log in
+/// The storage thread takes publishes from the service thread, appends them to the transcript log in
 /// batches (group commit: one write and at most one fdatasync per batch), and hands results back.
 ///
 /// Thread ownership: `log.append`, `log.sync`, `log.applyRetention` and `log.close` run only on the storage
-/// thread started by ``start()``. The inbox and outbox are `Mutex`-guarded; the only thing the storage
-/// thread does to the network side is call `wake` (which calls `lws_cancel_service`).
-final class StorageEngine: @unchecked Sendable {
+/// thread started by ``start(wake:onFatal:)``. The inbox and outbox are `Mutex`-guarded; the only thing the
+/// storage thread does to the network side is call `wake` (which calls `lws_cancel_service`). Reads
+/// (`read`, `summary`, `epoch`) come from the service thread: the log is safe for concurrent readers with one
+/// appender.
+final class LocalEventStore: EventStore, @unchecked Sendable {
     // @unchecked Sendable: all mutable state is behind `state` (a Mutex) or confined to the storage thread
-    // (`lastSyncNs`, `dirty`), and `log` is itself safe for concurrent readers with one appender.
+    // (`lastSyncNs`, `dirty`); `wake`/`onFatal` are set once before the thread starts; `log` is itself safe for
+    // concurrent readers with one appender.
     let log: TranscriptLog
     private let logger: Logger
     private let fsync: FsyncPolicy
@@ -63,19 +48,53 @@ final class StorageEngine: @unchecked Sendable {
         var filling = false
     }
     private let state = Mutex(Queues())
-    /// Batches committed (or refused) so far; read by tests and diagnostics.
-    let batches = Atomic<Int>(0)
-    /// Called after results were put in the outbox; wakes the service thread.
-    private let wake: @Sendable () -> Void
+    private let batches = Atomic<Int>(0)
+    /// Called after results were put in the outbox; wakes the service thread. Set once by `start`.
+    private var wake: @Sendable () -> Void = {}
     /// Called once when the log failed in a way that only a reopen can clear (I/O error, failed fsync).
-    /// Set once by the owner before `start()`, read only on the storage thread.
-    var onFatal: (@Sendable (String) -> Void)?
+    /// Set once by `start`, read only on the storage thread.
+    private var onFatal: @Sendable (String) -> Void = { _ in }
     private var thread: Thread?
+
+    /// Opens (and recovers) the transcript log the configuration names.
+    /// - Parameter fileIO: the log's file-system layer; tests inject faults (EIO, failed fsync) through it.
+    static func open(
+        configuration: GatewayConfiguration, fileIO: any FileIO, metrics: GatewayMetrics, logger: Logger
+    ) throws(GatewayStartError) -> LocalEventStore {
+        var options = TranscriptLogOptions(directory: configuration.dataDir)
+        options.fsync = configuration.fsync
+        options.segmentMaxBytes = configuration.segmentMaxBytes
+        options.retentionMaxAgeSeconds = configuration.retentionMaxAgeSeconds
+        options.retentionMaxTotalBytes = configuration.retentionMaxTotalBytes
+        options.skipDamagedRecords = configuration.skipDamagedRecords
+        options.io = fileIO
+        // A record holds one event: leave room for the largest message plus its envelope.
+        options.maxRecordBytes = max(options.maxRecordBytes, configuration.limits.maxMessageBytes + 64 * 1024)
+        do {
+            try FileManager.default.createDirectory(atPath: configuration.dataDir, withIntermediateDirectories: true)
+        } catch {
+            throw GatewayStartError("cannot create data directory \(configuration.dataDir): \(error.localizedDescription)")
+        }
+        let opened: TranscriptLog
+        do {
+            opened = try TranscriptLog.open(options)
+        } catch {
+            throw GatewayStartError("transcript log at \(configuration.dataDir): \(error)")
+        }
+        logger.info(
+            "transcript log open",
+            metadata: [
+                "data.dir": "\(configuration.dataDir)", "epoch": "\(opened.epoch)",
+                "recovery": "\(opened.recovery)",
+            ])
+        return LocalEventStore(
+            log: opened, fsync: options.fsync, commitWindowMicroseconds: configuration.commitWindowMicroseconds,
+            metrics: metrics, logger: logger)
+    }
 
     init(
         log: TranscriptLog, fsync: FsyncPolicy, commitWindowMicroseconds: Int = 1_000, maxQueued: Int = 65_536,
-        maxBatch: Int = 4_096, retentionEveryMs: Int64 = 60_000, metrics: GatewayMetrics, logger: Logger,
-        wake: @escaping @Sendable () -> Void
+        maxBatch: Int = 4_096, retentionEveryMs: Int64 = 60_000, metrics: GatewayMetrics, logger: Logger
     ) {
         self.log = log
         self.fsync = fsync
@@ -86,10 +105,30 @@ final class StorageEngine: @unchecked Sendable {
         self.eagerBatch = max(1, min(maxBatch, maxQueued, 1_024))
         self.metrics = metrics
         self.logger = logger
-        self.wake = wake
     }
 
-    func start() {
+    // MARK: - reads (service thread)
+
+    var epoch: String { log.epoch }
+    func sessionSummaries() -> [SessionSummary] { log.sessions() }
+    func summary(session: String) -> SessionSummary? { log.summary(session: session) }
+    func head(session: String) -> UInt64 { log.head(session: session) }
+
+    func read(session: String, after: UInt64, limit: Int, maxBytes: Int) throws(StoreError) -> ReadResult {
+        do {
+            return try log.read(session: session, after: after, limit: limit, maxBytes: maxBytes)
+        } catch {
+            throw StoreError(error)
+        }
+    }
+
+    var batchesCommitted: Int { batches.load(ordering: .relaxed) }
+
+    // MARK: - writes
+
+    func start(wake: @escaping @Sendable () -> Void, onFatal: @escaping @Sendable (String) -> Void) {
+        self.wake = wake
+        self.onFatal = onFatal
         let t = Thread { [self] in self.run() }
         t.name = "gateway-storage"
         thread = t
@@ -149,7 +188,7 @@ final class StorageEngine: @unchecked Sendable {
 
     private func run() {
         // One clock for every deadline of this loop: the monotonic one the commit window uses.
-        var lastSyncNs = Clock.monotonicNs()
+        var lastSyncNs = MonotonicClock.nowNs()
         var lastRetentionNs = lastSyncNs
         let retentionNs = UInt64(max(0, retentionEveryMs)) * 1_000_000
         var lastBatchNs: UInt64 = 0
@@ -170,7 +209,7 @@ final class StorageEngine: @unchecked Sendable {
                 stopping = stop
                 haveItems = !empty
                 if !empty || stopping { break }
-                let now = Clock.monotonicNs()
+                let now = MonotonicClock.nowNs()
                 if intervalNs > 0 && dirty && now - lastSyncNs >= intervalNs { break }
                 if now - lastRetentionNs > retentionNs { break }
                 var waitNs: UInt64 = 1_000_000_000
@@ -185,7 +224,7 @@ final class StorageEngine: @unchecked Sendable {
             if windowNs > 0 && haveItems && !stopping {
                 let windowEnd = lastBatchNs &+ windowNs
                 while !stopping {
-                    let now = Clock.monotonicNs()
+                    let now = MonotonicClock.nowNs()
                     if now >= windowEnd { break }
                     let (large, stop) = state.withLock { q -> (Bool, Bool) in
                         let large = q.inbox.count >= eagerBatch
@@ -203,19 +242,19 @@ final class StorageEngine: @unchecked Sendable {
             stopping = stopping || taken.1
 
             if !batch.isEmpty {
-                lastBatchNs = Clock.monotonicNs()
+                lastBatchNs = MonotonicClock.nowNs()
                 commit(batch)
                 dirty = intervalNs > 0
             }
-            if intervalNs > 0 && dirty && Clock.monotonicNs() - lastSyncNs >= intervalNs {
+            if intervalNs > 0 && dirty && MonotonicClock.nowNs() - lastSyncNs >= intervalNs {
                 do { try log.sync() } catch { logger.error("transcript sync failed", metadata: ["error": "\(error)"]) }
-                lastSyncNs = Clock.monotonicNs()
+                lastSyncNs = MonotonicClock.nowNs()
                 dirty = false
             }
-            if Clock.monotonicNs() - lastRetentionNs > retentionNs {
-                lastRetentionNs = Clock.monotonicNs()
+            if MonotonicClock.nowNs() - lastRetentionNs > retentionNs {
+                lastRetentionNs = MonotonicClock.nowNs()
                 do {
-                    let removed = try log.applyRetention(nowMs: Self.nowMs())
+                    let removed = try log.applyRetention(nowMs: WallClock.nowMs())
                     if removed > 0 { logger.info("retention removed segments", metadata: ["segments": "\(removed)"]) }
                 } catch {
                     logger.error("retention failed", metadata: ["error": "\(error)"])
@@ -239,7 +278,7 @@ final class StorageEngine: @unchecked Sendable {
             for (item, outcome) in zip(batch, outcomes) {
                 var frame: [UInt8]? = nil
                 if case .appended(let seq) = outcome {
-                    frame = EventEncoding.durableEvent(item.request, seq: seq)
+                    frame = EventFrames.durableEvent(item.request, seq: seq)
                 }
                 results.append(
                     CommitResult(
@@ -254,13 +293,13 @@ final class StorageEngine: @unchecked Sendable {
             // Disk full is transient (writes resume when space returns); an I/O error or a failed fsync is not:
             // the log refuses every later write until it is reopened and re-verified, so stop for a restart.
             if error.code == .ioError || error.code == .failed {
-                onFatal?("\(error)")
+                onFatal("\(error)")
             }
             for item in batch {
                 results.append(
                     CommitResult(
                         connection: item.connection, session: item.request.session, id: item.request.id,
-                        outcome: .failure(error), frame: nil))
+                        outcome: .failure(StoreError(error)), frame: nil))
             }
         }
         state.withLock { $0.outbox.append(contentsOf: results) }
@@ -273,9 +312,5 @@ final class StorageEngine: @unchecked Sendable {
         let taken = Array(inbox.prefix(n))
         inbox.removeFirst(n)
         return taken
-    }
-
-    static func nowMs() -> Int64 {
-        Int64((Date().timeIntervalSince1970 * 1_000).rounded(.down))
     }
 }

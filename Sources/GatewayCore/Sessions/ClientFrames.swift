@@ -7,15 +7,6 @@ import GatewayProtocol
 import Logging
 import TranscriptLog
 
-/// A session as the service thread sees it: who is subscribed. Heads and history live in the log.
-final class LiveSession {
-    let id: String
-    /// Members by connection; the values are the same objects as in each `Connection.subscriptions`.
-    var subscribers: [ConnectionID: Subscription] = [:]
-    var lastEventMs: Int64 = 0
-    init(id: String) { self.id = id }
-}
-
 extension GatewayServer {
     var frameLimits: FrameLimits {
         FrameLimits(maxMessageBytes: config.limits.maxMessageBytes)
@@ -24,7 +15,7 @@ extension GatewayServer {
     /// One complete text message from `conn` (service thread). Never traps on input.
     func handleMessage(_ conn: Connection, _ bytes: UnsafeRawBufferPointer) {
         if conn.echo {
-            send(conn, Array(bytes), opcode: conn.rxIsBinary ? 2 : 1)
+            io.send(conn, Array(bytes), opcode: conn.rxIsBinary ? 2 : 1)
             return
         }
         let decoded = ClientFrame.decode(bytes, limits: frameLimits)
@@ -33,14 +24,14 @@ extension GatewayServer {
             return
         case .awaitingHello:
             guard case .success(.hello(let hello)) = decoded else {
-                close(conn, code: 4001, reason: "expected hello", urgent: true)
+                io.close(conn, code: 4001, reason: "expected hello", urgent: true)
                 return
             }
             // The token in hello wins over the header one; an empty one counts as absent.
             let helloToken = hello.token.flatMap { $0.isEmpty ? nil : $0 }
             beginAuthentication(conn, token: helloToken ?? conn.headerToken)
         case .authenticating:
-            close(conn, code: 4001, reason: "frame before welcome", urgent: true)
+            io.close(conn, code: 4001, reason: "frame before welcome", urgent: true)
         case .active:
             switch decoded {
             case .failure(let e):
@@ -51,15 +42,14 @@ extension GatewayServer {
                 case .join(let j): join(conn, j)
                 case .leave(let l): leave(conn, l)
                 case .publish(let p): publish(conn, p)
-                case .ping(let p): send(conn, Wire.pong(id: p.id), control: true)
+                case .ping(let p): io.send(conn, Wire.pong(id: p.id), control: true)
                 }
             }
         }
     }
 
     func sendError(_ conn: Connection, _ code: ErrorCode, _ message: String, ref: String?, session: String? = nil) {
-        metrics.error(code.rawValue)
-        send(conn, Wire.error(code: code, message: message, ref: ref, session: session), control: true)
+        io.sendError(conn, code, message, ref: ref, session: session)
     }
 
     // MARK: authentication
@@ -68,7 +58,7 @@ extension GatewayServer {
         guard let token, !token.isEmpty else {
             metrics.authFailures.increment()
             logger.info("authentication failed", metadata: ["connection.id": "\(conn.id)", "reason": "missing token"])
-            close(conn, code: 4001, reason: "missing token", urgent: true)
+            io.close(conn, code: 4001, reason: "missing token", urgent: true)
             return
         }
         conn.headerToken = nil
@@ -86,14 +76,14 @@ extension GatewayServer {
         case .failure(let e):
             metrics.authFailures.increment()
             logger.info("authentication failed", metadata: ["connection.id": "\(id)", "reason": "\(e.reason)"])
-            close(conn, code: 4001, reason: e.reason, urgent: true)
+            io.close(conn, code: 4001, reason: e.reason, urgent: true)
         case .success(let principal):
             let count = connectionsPerSub[principal.sub] ?? 0
             if count >= config.limits.maxConnectionsPerSub {
                 logger.info(
                     "connection limit per subject reached",
                     metadata: ["connection.id": "\(id)", "sub": "\(LogSafe.escape(principal.sub))"])
-                close(conn, code: 4008, reason: "too many connections for this subject", urgent: true)
+                io.close(conn, code: 4008, reason: "too many connections for this subject", urgent: true)
                 return
             }
             connectionsPerSub[principal.sub] = count + 1
@@ -101,7 +91,7 @@ extension GatewayServer {
             conn.principal = principal
             conn.phase = .active
             conn.bucket = rateLimit(for: principal).map {
-                TokenBucket(ratePerSecond: $0.ratePerSecond, burst: $0.burst, nowNs: Clock.monotonicNs())
+                TokenBucket(ratePerSecond: $0.ratePerSecond, burst: $0.burst, nowNs: MonotonicClock.nowNs())
             }
             metrics.connectionsUnauthenticated.decrement()
             roleGauge(principal.role).increment()
@@ -111,7 +101,7 @@ extension GatewayServer {
                     "connection.id": "\(id)", "sub": "\(LogSafe.escape(principal.sub))",
                     "role": "\(principal.role.rawValue)", "tls": "\(conn.listenerTLS)",
                 ])
-            send(conn, Wire.welcome(conn: id.description, sub: principal.sub, role: principal.role.rawValue), control: true)
+            io.send(conn, Wire.welcome(conn: id.description, sub: principal.sub, role: principal.role.rawValue), control: true)
         }
     }
 
@@ -132,69 +122,26 @@ extension GatewayServer {
             sendError(conn, .forbidden, "too many sessions joined (max \(config.limits.maxSessionsPerConnection))", ref: nil, session: j.session)
             return
         }
-        let head = ackedHeads[j.session] ?? 0
-        let firstHeld = log.summary(session: j.session)?.firstHeld ?? (head + 1)
-        var next = head + 1
-        var trimmedFirst: UInt64? = nil
-        var reset = false
-        if let since = j.since {
-            if (j.epoch != nil && j.epoch != log.epoch) || since > head {
-                reset = true
-                next = min(firstHeld, head + 1)
-            } else if since + 1 < firstHeld {
-                trimmedFirst = firstHeld
-                next = firstHeld
-            } else {
-                next = since + 1
-            }
-        }
-        let catchingUp = next <= head
-        let subscription: Subscription
-        if let old = conn.subscriptions[j.session] {
-            // Re-join: the same subscription restarts from the new cursor.
-            if old.catchingUp { conn.catchingUpCount -= 1 }
-            old.nextSeq = next
-            old.catchingUp = catchingUp
-            subscription = old
-        } else {
-            subscription = Subscription(session: j.session, connection: conn, nextSeq: next, catchingUp: catchingUp)
-            conn.subscriptions[j.session] = subscription
-            metrics.joinedSubscriptions.increment()
-        }
-        if catchingUp { conn.catchingUpCount += 1 }
-        let live = sessions[j.session] ?? {
-            let s = LiveSession(id: j.session)
-            s.lastEventMs = log.summary(session: j.session)?.lastTimestampMs ?? 0
-            sessions[j.session] = s
-            return s
-        }()
-        live.subscribers[conn.id] = subscription
-        metrics.liveSessions.set(Double(sessions.count))
-        send(
+        let head = table.ackedHead(j.session)
+        let summary = store.summary(session: j.session)
+        let cursor = JoinCursor(
+            since: j.since, epoch: j.epoch, head: head, firstHeld: summary?.firstHeld ?? (head + 1), storeEpoch: store.epoch)
+        _ = table.subscribe(
+            conn, session: j.session, nextSeq: cursor.nextSeq, catchingUp: cursor.catchingUp,
+            lastEventMs: summary?.lastTimestampMs ?? 0)
+        io.send(
             conn,
-            Wire.joined(session: j.session, head: head, epoch: log.epoch, trimmedFirst: trimmedFirst, reset: reset),
+            Wire.joined(session: j.session, head: head, epoch: store.epoch, trimmedFirst: cursor.trimmedFirst, reset: cursor.reset),
             control: true)
-        if catchingUp { pumpReplay(conn) }
+        if cursor.catchingUp { replay.pump(conn) }
     }
 
     private func leave(_ conn: Connection, _ l: ClientFrame.Leave) {
-        guard let sub = conn.subscriptions.removeValue(forKey: l.session) else {
+        guard table.unsubscribe(conn, session: l.session) else {
             sendError(conn, .notFound, "session \(l.session) is not joined", ref: nil, session: l.session)
             return
         }
-        if sub.catchingUp { conn.catchingUpCount -= 1 }
-        removeSubscriber(conn, session: l.session)
-        metrics.joinedSubscriptions.decrement()
-        send(conn, Wire.left(session: l.session), control: true)
-    }
-
-    func removeSubscriber(_ conn: Connection, session: String) {
-        guard let live = sessions[session] else { return }
-        live.subscribers.removeValue(forKey: conn.id)
-        if live.subscribers.isEmpty {
-            sessions.removeValue(forKey: session)
-            metrics.liveSessions.set(Double(sessions.count))
-        }
+        io.send(conn, Wire.left(session: l.session), control: true)
     }
 
     // MARK: publish
@@ -207,12 +154,12 @@ extension GatewayServer {
             return
         }
         if var bucket = conn.bucket {
-            let ok = bucket.take(nowNs: Clock.monotonicNs())
+            let ok = bucket.take(nowNs: MonotonicClock.nowNs())
             conn.bucket = bucket
             if !ok {
                 conn.strikes += 1
                 if conn.strikes > config.rateLimits.strikesBeforeClose {
-                    close(conn, code: 4008, reason: "rate limit exceeded", urgent: true)
+                    io.close(conn, code: 4008, reason: "rate limit exceeded", urgent: true)
                 } else {
                     sendError(conn, .rateLimited, "publish rate limit exceeded", ref: p.id, session: p.session)
                 }
@@ -220,15 +167,15 @@ extension GatewayServer {
             }
             conn.strikes = 0
         }
-        let now = StorageEngine.nowMs()
+        let now = WallClock.nowMs()
         if p.isEphemeral {
             metrics.eventsInEphemeral.increment()
-            let frame = EventEncoding.event(
+            let frame = EventFrames.event(
                 session: p.session, seq: nil, id: p.id, kind: p.kind, sub: principal.sub,
                 role: principal.role.rawValue, timestampMs: now, data: p.data)
-            send(conn, Wire.ack(id: p.id, session: p.session, seq: nil, duplicate: false), control: true)
+            io.send(conn, Wire.ack(id: p.id, session: p.session, seq: nil, duplicate: false), control: true)
             metrics.acks.increment()
-            fanOutEphemeral(session: p.session, frame: frame)
+            fanOut.ephemeral(session: p.session, frame: frame)
             return
         }
         switch p.kind {
@@ -239,7 +186,7 @@ extension GatewayServer {
         let request = AppendRequest(
             session: p.session, id: p.id, kind: p.kind, sub: principal.sub, role: principal.role.rawValue,
             timestampMs: now, data: p.data)
-        if draining || !storage.submit(PendingAppend(connection: conn.id, request: request)) {
+        if draining || !store.submit(PendingAppend(connection: conn.id, request: request)) {
             sendError(conn, .unavailable, draining ? "server shutting down" : "storage queue full; retry", ref: p.id, session: p.session)
             return
         }
@@ -260,81 +207,17 @@ extension GatewayServer {
             case .success(.duplicate(let seq)):
                 if let publisher {
                     metrics.duplicateAcks.increment()
-                    send(publisher, Wire.ack(id: r.id, session: r.session, seq: seq, duplicate: true), control: true)
+                    io.send(publisher, Wire.ack(id: r.id, session: r.session, seq: seq, duplicate: true), control: true)
                 }
             case .success(.appended(let seq)):
-                ackedHeads[r.session] = seq
+                table.committed(session: r.session, seq: seq)
                 storageDegraded = false
                 if let publisher {
                     metrics.acks.increment()
-                    send(publisher, Wire.ack(id: r.id, session: r.session, seq: seq, duplicate: false), control: true)
+                    io.send(publisher, Wire.ack(id: r.id, session: r.session, seq: seq, duplicate: false), control: true)
                 }
-                if let frame = r.frame { fanOutDurable(session: r.session, seq: seq, frame: frame) }
+                if let frame = r.frame { fanOut.durable(session: r.session, seq: seq, frame: frame) }
             }
         }
-    }
-
-    private func fanOutDurable(session: String, seq: UInt64, frame: [UInt8]) {
-        guard let live = sessions[session] else { return }
-        live.lastEventMs = StorageEngine.nowMs()
-        for sub in live.subscribers.values where !sub.catchingUp {
-            if seq == sub.nextSeq {
-                sub.nextSeq += 1
-                if send(sub.connection, frame) { deliveredDurable += 1 }
-            } else if seq > sub.nextSeq {
-                // A gap (cannot happen in order, but never deliver out of order): catch up from the log.
-                sub.catchingUp = true
-                sub.connection.catchingUpCount += 1
-                pumpReplay(sub.connection)
-            }
-        }
-    }
-
-    private func fanOutEphemeral(session: String, frame: [UInt8]) {
-        guard let live = sessions[session] else { return }
-        for sub in live.subscribers.values where !sub.catchingUp {
-            if send(sub.connection, frame, ephemeral: true) { deliveredEphemeral += 1 }
-        }
-    }
-
-    // MARK: replay
-
-    /// Feeds catching-up subscriptions of `conn` from the log while its outbound queue is below half its cap.
-    /// Reads are O(events returned) through the log's per-session index; one chunk per subscription per call,
-    /// the rest when the socket drains (WRITEABLE calls this again).
-    func pumpReplay(_ conn: Connection) {
-        let lowWater = config.limits.outboundBufferBytes / 2
-        for (session, sub) in conn.subscriptions where sub.catchingUp {
-            if conn.queuedBytes >= lowWater || conn.phase != .active { break }
-            let ackedHead = ackedHeads[session] ?? 0
-            if sub.nextSeq > ackedHead {
-                sub.catchingUp = false
-                conn.catchingUpCount -= 1
-                continue
-            }
-            let result: ReadResult
-            do {
-                result = try log.read(
-                    session: session, after: sub.nextSeq - 1, limit: config.limits.replayChunkEvents,
-                    maxBytes: max(64 * 1024, lowWater / 2))
-            } catch {
-                logger.error("replay read failed", metadata: ["connection.id": "\(conn.id)", "error": "\(error)"])
-                sendError(conn, .unavailable, "transcript read failed: \(error.code)", ref: nil, session: session)
-                sub.catchingUp = false
-                conn.catchingUpCount -= 1
-                continue
-            }
-            for record in result.records where record.seq >= sub.nextSeq && record.seq <= ackedHead {
-                let frame = EventEncoding.record(record)
-                conn.enqueue(OutboundFrame(payload: frame, ephemeral: false))
-                sub.nextSeq = record.seq + 1
-                deliveredReplay += 1
-            }
-            if result.records.isEmpty || sub.nextSeq > ackedHead {
-                sub.catchingUp = false
-                conn.catchingUpCount -= 1
-            }
-        }
-        if conn.hasQueued { requestWrite(conn) }
     }
 }

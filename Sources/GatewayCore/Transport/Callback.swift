@@ -48,7 +48,11 @@ extension GatewayServer {
 
         case LWS_CALLBACK_SERVER_WRITEABLE:
             guard let conn = connection(user) else { return -1 }
-            return writeable(conn)
+            let rc = io.write(conn)
+            if rc != 0 { return rc }
+            if conn.catchingUpCount > 0 && conn.phase == .active { replay.pump(conn) }
+            if conn.hasQueued || conn.pendingClose != nil { io.requestWrite(conn) }
+            return 0
 
         case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
             if let conn = connection(user) { conn.phase = .closing }
@@ -142,7 +146,7 @@ extension GatewayServer {
         let id = ConnectionID(raw: nextConnection)
         let isEcho = config.diagEcho && path(wsi) == "/v1/echo"
         let conn = Connection(
-            id: id, wsi: wsi, listenerTLS: listener(of: wsi)?.tls != nil, echo: isEcho, nowNs: Clock.monotonicNs())
+            id: id, wsi: wsi, listenerTLS: listener(of: wsi)?.tls != nil, echo: isEcho, nowNs: MonotonicClock.nowNs())
         if isEcho {
             conn.phase = .active
         } else if let auth = header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, max: config.auth.maxTokenBytes + 17) {
@@ -158,9 +162,7 @@ extension GatewayServer {
 
     private func closed(_ conn: Connection) {
         connections.removeValue(forKey: conn.id)
-        for session in conn.subscriptions.keys { removeSubscriber(conn, session: session) }
-        metrics.joinedSubscriptions.decrement(by: Double(conn.subscriptions.count))
-        conn.subscriptions.removeAll()
+        table.removeAll(of: conn)
         if let p = conn.principal {
             roleGauge(p.role).decrement()
             if conn.countedForSub {
@@ -198,7 +200,7 @@ extension GatewayServer {
             conn.rxIsBinary = lws_frame_is_binary(wsi) != 0
             // The protocol is JSON text; only the diagnostic echo endpoint takes binary messages.
             if conn.rxIsBinary && !conn.echo {
-                return closeNow(conn, code: 1003, reason: "binary frames are not accepted")
+                return io.closeNow(conn, code: 1003, reason: "binary frames are not accepted")
             }
         }
         if first {
@@ -215,7 +217,7 @@ extension GatewayServer {
             conn.rx = []
             conn.rxDiscarded += len
             if final || conn.rxDiscarded > 4 * config.limits.maxMessageBytes {
-                return closeNow(conn, code: 1009, reason: "message too big")
+                return io.closeNow(conn, code: 1009, reason: "message too big")
             }
             return 0
         }
@@ -231,123 +233,9 @@ extension GatewayServer {
                 message.withUnsafeBytes { handleMessage(conn, $0) }
             }
         }
-        if let pc = conn.pendingClose, pc.code != 0, conn.phase == .closing, !conn.hasQueued, Self.urgentCloses.contains(pc.code) {
-            return closeNow(conn, code: pc.code, reason: pc.reason)
+        if let pc = conn.pendingClose, pc.code != 0, conn.phase == .closing, !conn.hasQueued, ConnectionIO.urgentCloses.contains(pc.code) {
+            return io.closeNow(conn, code: pc.code, reason: pc.reason)
         }
         return 0
-    }
-
-    /// Close codes after which nothing queued is worth sending.
-    static let urgentCloses: Set<UInt16> = [1003, 1009, 4000, 4001, 4008, 4009]
-
-    /// Closes `conn` from inside its own callback: sets the close frame and tells lws to close.
-    func closeNow(_ conn: Connection, code: UInt16, reason: String) -> Int32 {
-        conn.phase = .closing
-        conn.pendingClose = (code, reason)
-        metrics.closed(code)
-        var bytes = Array(reason.utf8.prefix(120))
-        bytes.withUnsafeMutableBufferPointer { b in
-            lws_close_reason(conn.wsi, lws_close_status(rawValue: UInt32(code)), b.baseAddress, b.count)
-        }
-        return -1
-    }
-
-    /// Requests a close of `conn` from anywhere on the service thread. With `urgent`, queued frames are
-    /// dropped; otherwise they are flushed first.
-    func close(_ conn: Connection, code: UInt16, reason: String, urgent: Bool) {
-        if conn.phase == .closing && conn.pendingClose != nil { return }
-        conn.phase = .closing
-        conn.pendingClose = (code, reason)
-        if urgent { conn.dropQueue() }
-        requestWrite(conn)
-        // The close frame goes out in WRITEABLE; a peer that never drains its socket would never get there,
-        // so lws drops the connection after a grace period (bounded memory and file descriptors).
-        lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, 5)
-    }
-
-    func requestWrite(_ conn: Connection) {
-        if !conn.writeRequested {
-            conn.writeRequested = true
-            lws_callback_on_writable(conn.wsi)
-        }
-    }
-
-    // MARK: write
-
-    /// SERVER_WRITEABLE: coalesce everything queued (up to 256 KiB) into one buffer, each frame with its own
-    /// WebSocket header, and hand it to lws in one `lws_write(LWS_WRITE_HTTP)  // == LWS_WRITE_RAW (a C macro): bytes go out as they are`: one send() per loop turn.
-    private func writeable(_ conn: Connection) -> Int32 {
-        conn.writeRequested = false
-        if let pc = conn.pendingClose, !conn.hasQueued {
-            return closeNow(conn, code: pc.code, reason: pc.reason)
-        }
-        let limit = 256 * 1024
-        var off = pre
-        var frames = 0
-        while conn.queueHead < conn.queue.count {
-            let payloadCount = conn.queue[conn.queueHead].payload.count
-            let need = 10 + payloadCount
-            if off > pre && off - pre + need > limit { break }
-            ensureScratch(off + need)
-            let frame = conn.queue[conn.queueHead]
-            off += CLWS_frame_header(
-                scratch.advanced(by: off).assumingMemoryBound(to: UInt8.self), UInt32(frame.opcode), UInt64(payloadCount))
-            frame.payload.withUnsafeBytes { p in
-                if let base = p.baseAddress { (scratch + off).copyMemory(from: base, byteCount: payloadCount) }
-            }
-            off += payloadCount
-            conn.queueHead += 1
-            conn.queuedBytes -= payloadCount
-            frames += 1
-        }
-        conn.compactQueue()
-        if off > pre {
-            let n = lws_write(conn.wsi, scratch.advanced(by: pre).assumingMemoryBound(to: UInt8.self), off - pre, LWS_WRITE_HTTP)  // == LWS_WRITE_RAW (a C macro): bytes go out as they are
-            if n < 0 { return -1 }
-        }
-        if conn.catchingUpCount > 0 && conn.phase == .active { pumpReplay(conn) }
-        if conn.hasQueued || conn.pendingClose != nil { requestWrite(conn) }
-        return 0
-    }
-
-    private func ensureScratch(_ bytes: Int) {
-        guard bytes > scratchCapacity else { return }
-        let newCapacity = max(bytes, scratchCapacity * 2)
-        let p = UnsafeMutableRawPointer.allocate(byteCount: newCapacity, alignment: 16)
-        p.copyMemory(from: scratch, byteCount: scratchCapacity)
-        scratch.deallocate()
-        scratch = p
-        scratchCapacity = newCapacity
-    }
-
-    /// Queues one frame for `conn`, enforcing the outbound cap: a durable frame that does not fit closes the
-    /// connection with 4009 (it resumes with `since`); an ephemeral one evicts older ephemerals or is dropped.
-    /// Returns false if the frame was not queued.
-    @discardableResult
-    func send(_ conn: Connection, _ payload: [UInt8], ephemeral: Bool = false, control: Bool = false, opcode: UInt8 = 1) -> Bool {
-        if conn.phase == .closing { return false }
-        // Replies (acks, errors, pongs) may use twice the cap, so a burst of acks does not cut off a client
-        // that reads; beyond that even replies count as falling behind (a ping flood without reading).
-        let cap = config.limits.outboundBufferBytes
-        let limit = control ? 2 * cap : cap
-        if conn.queuedBytes + payload.count > limit {
-            if ephemeral {
-                if !conn.evictEphemeral(toFit: payload.count, cap: cap) {
-                    metrics.ephemeralDropped.increment()
-                    return false
-                }
-            } else if !conn.evictEphemeral(toFit: payload.count, cap: limit) {
-                // Durable frames never wait behind deltas: queued ephemeral frames go first, then 4009.
-                metrics.slowConsumerCloses.increment()
-                logger.info(
-                    "slow consumer closed",
-                    metadata: ["connection.id": "\(conn.id)", "queued.bytes": "\(conn.queuedBytes)"])
-                close(conn, code: 4009, reason: "too slow: outbound buffer full; reconnect and resume with since", urgent: true)
-                return false
-            }
-        }
-        conn.enqueue(OutboundFrame(payload: payload, ephemeral: ephemeral, opcode: opcode))
-        requestWrite(conn)
-        return true
     }
 }

@@ -68,7 +68,7 @@ extension GatewayServer {
     func sessionsJSON() -> [UInt8] {
         var out: [UInt8] = Array(#"{"sessions":["#.utf8)
         var first = true
-        for (id, live) in sessions.sorted(by: { $0.key < $1.key }) {
+        for (id, live) in table.live.sorted(by: { $0.key < $1.key }) {
             var users = 0, agents = 0, operators = 0
             for sub in live.subscribers.values {
                 switch sub.connection.principal?.role {
@@ -78,7 +78,7 @@ extension GatewayServer {
                 case nil: break
                 }
             }
-            let summary = log.summary(session: id)
+            let summary = store.summary(session: id)
             let lastMs = max(live.lastEventMs, summary?.lastTimestampMs ?? 0)
             if !first { out.append(UInt8(ascii: ",")) }
             first = false
@@ -92,7 +92,7 @@ extension GatewayServer {
                 ])
         }
         out.append(contentsOf: Array(#"],"epoch":"#.utf8))
-        JSONText.appendString(into: &out, log.epoch)
+        JSONText.appendString(into: &out, store.epoch)
         out.append(contentsOf: Array("}\n".utf8))
         return out
     }
@@ -109,6 +109,7 @@ extension GatewayServer {
     /// Writes headers and body of a complete HTTP response.
     func writeHTTP(_ wsi: OpaquePointer, status: UInt32, contentType: String, body: [UInt8], location: String? = nil) -> Int32 {
         let headerRoom = 1024
+        let pre = Int(CLWS_PRE)
         let total = pre + headerRoom + body.count
         let buf = UnsafeMutablePointer<UInt8>.allocate(capacity: total)
         defer { buf.deallocate() }

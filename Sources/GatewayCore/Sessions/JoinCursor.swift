@@ -1,0 +1,33 @@
+/// Where a `join` starts a subscription (protocol.md, "join"): from `since` and `epoch` against the session's
+/// acked head and first held seq. A pure function of its inputs, so every engine and node computes the same.
+struct JoinCursor: Equatable {
+    /// The next seq the subscriber needs.
+    var nextSeq: UInt64
+    /// `joined.trimmed_first`: events before it were removed by retention.
+    var trimmedFirst: UInt64?
+    /// `joined.reset`: the client's cursor is from another epoch or beyond the head; it starts over.
+    var reset: Bool
+    /// Whether replay must run before the subscription is live.
+    var catchingUp: Bool
+
+    init(since: UInt64?, epoch: String?, head: UInt64, firstHeld: UInt64, storeEpoch: String) {
+        var next = head + 1
+        var trimmedFirst: UInt64? = nil
+        var reset = false
+        if let since {
+            if (epoch != nil && epoch != storeEpoch) || since > head {
+                reset = true
+                next = min(firstHeld, head + 1)
+            } else if since + 1 < firstHeld {
+                trimmedFirst = firstHeld
+                next = firstHeld
+            } else {
+                next = since + 1
+            }
+        }
+        self.nextSeq = next
+        self.trimmedFirst = trimmedFirst
+        self.reset = reset
+        self.catchingUp = next <= head
+    }
+}

@@ -1,0 +1,22 @@
+/// One subscription of a connection to a session.
+///
+/// The cursor model (docs/architecture.md, "Replay and live"): `nextSeq` is the next durable seq this
+/// subscriber needs. A live event is queued only when its seq equals `nextSeq`; a subscriber that is behind
+/// (`catchingUp`) is fed from the log by the replay pump until it reaches the head, then turns live. This
+/// makes the switch-over gapless and duplicate-free whatever order commits and joins interleave in.
+///
+/// A class shared by the connection's table and the session's member list, so fan-out walks members without
+/// hashing the session id or the connection id per delivery. Service thread only.
+final class Subscription {
+    let session: String
+    unowned let connection: Connection
+    var nextSeq: UInt64
+    var catchingUp: Bool
+
+    init(session: String, connection: Connection, nextSeq: UInt64, catchingUp: Bool) {
+        self.session = session
+        self.connection = connection
+        self.nextSeq = nextSeq
+        self.catchingUp = catchingUp
+    }
+}
