@@ -10,6 +10,15 @@ struct JoinCursor: Equatable {
     /// Whether replay must run before the subscription is live.
     var catchingUp: Bool
 
+    init(nextSeq: UInt64, trimmedFirst: UInt64?, reset: Bool, catchingUp: Bool) {
+        self.nextSeq = nextSeq
+        self.trimmedFirst = trimmedFirst
+        self.reset = reset
+        self.catchingUp = catchingUp
+    }
+
+    /// The cursor for a `join` with `since`/`epoch` (both optional) against the session's acked `head`, its
+    /// `firstHeld` seq (head + 1 when nothing is held) and the store's epoch.
     init(since: UInt64?, epoch: String?, head: UInt64, firstHeld: UInt64, storeEpoch: String) {
         var next = head + 1
         var trimmedFirst: UInt64? = nil
@@ -25,9 +34,6 @@ struct JoinCursor: Equatable {
                 next = since + 1
             }
         }
-        self.nextSeq = next
-        self.trimmedFirst = trimmedFirst
-        self.reset = reset
-        self.catchingUp = next <= head
+        self.init(nextSeq: next, trimmedFirst: trimmedFirst, reset: reset, catchingUp: next <= head)
     }
 }
