@@ -1,7 +1,4 @@
-import TranscriptLog
 import Glibc
-import Prometheus
-import GatewayConfig
 import GatewayAuth
 
 /// Identifies one WebSocket connection for its lifetime; never reused within a process.

@@ -35,40 +35,17 @@ final class ListenSocket {
         var v6 = in6_addr()
         let fd: Int32
         if inet_pton(AF_INET, host, &v4) == 1 {
-            fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw BindError(description: "socket: \(String(cString: strerror(errno)))") }
-            var one: Int32 = 1
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
             var sa = sockaddr_in()
             sa.sin_family = sa_family_t(AF_INET)
             sa.sin_port = in_port_t(UInt16(port).bigEndian)
             sa.sin_addr = v4
-            let rc = withUnsafePointer(to: &sa) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            guard rc == 0 else {
-                let e = errno
-                _ = Glibc.close(fd)
-                throw BindError(description: "bind: \(String(cString: strerror(e)))")
-            }
+            fd = try boundSocket(family: AF_INET, address: &sa)
         } else if inet_pton(AF_INET6, host, &v6) == 1 {
-            fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw BindError(description: "socket: \(String(cString: strerror(errno)))") }
-            var one: Int32 = 1
-            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<Int32>.size))
             var sa = sockaddr_in6()
             sa.sin6_family = sa_family_t(AF_INET6)
             sa.sin6_port = in_port_t(UInt16(port).bigEndian)
             sa.sin6_addr = v6
-            let rc = withUnsafePointer(to: &sa) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-            }
-            guard rc == 0 else {
-                let e = errno
-                _ = Glibc.close(fd)
-                throw BindError(description: "bind: \(String(cString: strerror(e)))")
-            }
+            fd = try boundSocket(family: AF_INET6, address: &sa)
         } else {
             throw BindError(description: "host must be an IPv4 or IPv6 address literal (or localhost), got '\(rawHost)'")
         }
@@ -91,6 +68,25 @@ final class ListenSocket {
         }
         let paths = tls.map { TLSPaths(cert: $0.cert, key: $0.key) }
         return ListenSocket(host: host, port: boundPort, tls: paths, index: index, fd: fd)
+    }
+
+    /// A non-blocking socket of `family` bound to `address` (a `sockaddr_in` or `sockaddr_in6`), with
+    /// SO_REUSEADDR (and IPV6_V6ONLY for IPv6: an IPv6 listener never takes IPv4 traffic).
+    private static func boundSocket<Address>(family: Int32, address: inout Address) throws -> Int32 {
+        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw BindError(description: "socket: \(String(cString: strerror(errno)))") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        if family == AF_INET6 { setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &one, socklen_t(MemoryLayout<Int32>.size)) }
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<Address>.size)) }
+        }
+        guard rc == 0 else {
+            let e = errno
+            _ = Glibc.close(fd)
+            throw BindError(description: "bind: \(String(cString: strerror(e)))")
+        }
+        return fd
     }
 
     /// Accepts up to `max` pending connections (bounded per wake-up so one listener cannot starve the loop).
