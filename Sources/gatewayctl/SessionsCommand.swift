@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import GatewayTestSupport
+import GatewayClient
 
 extension GatewayCtl {
     /// `gatewayctl sessions`: the gateway's live sessions (`GET /v1/sessions`).
