@@ -81,7 +81,7 @@ let package = Package(
         .executableTarget(
             name: "gatewayctl",
             dependencies: [
-                "GatewayAuth", "GatewayConfig", "GatewayTestSupport", "TranscriptLog", "GatewayProtocol",
+                "GatewayAuth", "GatewayConfig", "GatewayClient", "TranscriptLog", "GatewayProtocol",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -105,16 +105,28 @@ let package = Package(
         .executableTarget(name: "transcript-crash-child", dependencies: ["TranscriptLog"], swiftSettings: swiftSettings),
         .executableTarget(name: "protocol-bench", dependencies: ["GatewayProtocol"], swiftSettings: swiftSettings),
         // A real WebSocket client (own RFC 6455 framing over POSIX sockets, OpenSSL for wss) for tests and the CLI.
-        .target(name: "GatewayTestSupport", dependencies: ["COpenSSL"], swiftSettings: swiftSettings),
+        .target(name: "GatewayClient", dependencies: ["COpenSSL"], swiftSettings: swiftSettings),
+        // Test-only: the gateway under test (in-process or child), peers, child processes, certificates, seeds.
+        // Only test targets depend on it.
+        .target(
+            name: "GatewayTesting",
+            dependencies: [
+                "GatewayClient", "GatewayCore", "GatewayConfig", "GatewayAuth", "TranscriptLog",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
 
         .testTarget(name: "TranscriptLogTests", dependencies: ["TranscriptLog", "transcript-crash-child"], swiftSettings: swiftSettings),
-        .testTarget(name: "WebSocketClientTests", dependencies: ["GatewayTestSupport"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "WebSocketClientTests", dependencies: ["GatewayClient", "GatewayTesting"], swiftSettings: swiftSettings
+        ),
         .testTarget(name: "GatewayProtocolTests", dependencies: ["GatewayProtocol"], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayAuthTests", dependencies: ["GatewayAuth"], swiftSettings: swiftSettings),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig", "GatewayAuth", "TranscriptLog"], swiftSettings: swiftSettings),
         .testTarget(
             name: "GatewayIntegrationTests",
-            dependencies: ["GatewayCore", "GatewayTestSupport", "TranscriptLog", "GatewayProtocol"],
+            dependencies: ["GatewayCore", "GatewayClient", "GatewayTesting", "TranscriptLog", "GatewayProtocol"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import GatewayTestSupport
+import GatewayClient
 
 /// Where the gateway is and how to authenticate: shared by `tail` and `sessions`.
 struct EndpointOptions: ParsableArguments {
@@ -96,7 +96,7 @@ struct EndpointOptions: ParsableArguments {
 
     /// The detail of a client library error, without source locations.
     static func detail(_ error: any Error) -> String {
-        if let e = error as? GatewayTestSupportError {
+        if let e = error as? GatewayClientError {
             return TextEscaper.escape(e.detail.isEmpty ? "\(e)" : e.detail, limit: 300)
         }
         return TextEscaper.escape("\(error)", limit: 300)

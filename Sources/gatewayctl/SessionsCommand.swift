@@ -1,7 +1,7 @@
 import GatewayProtocol
 import ArgumentParser
 import Foundation
-import GatewayTestSupport
+import GatewayClient
 
 extension GatewayCtl {
     /// `gatewayctl sessions`: the gateway's live sessions (`GET /v1/sessions`).

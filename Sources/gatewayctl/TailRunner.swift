@@ -1,6 +1,6 @@
 import Foundation
 import GatewayProtocol
-import GatewayTestSupport
+import GatewayClient
 import Logging
 
 /// Why a gateway connection ended, which decides whether `tail` reconnects.
@@ -193,7 +193,7 @@ final class TailRunner {
             let message: WebSocketClient.Message
             do {
                 message = try ws.receive(timeout: Self.receiveSlice)
-            } catch let error as GatewayTestSupportError where error.isTimeout {
+            } catch let error as GatewayClientError where error.isTimeout {
                 try flushOutput()
                 let now = ContinuousClock.now
                 if let pingSentAt {
@@ -356,7 +356,7 @@ final class TailRunner {
             let message: WebSocketClient.Message
             do {
                 message = try ws.receive(timeout: Self.receiveSlice)
-            } catch let error as GatewayTestSupportError where error.isTimeout {
+            } catch let error as GatewayClientError where error.isTimeout {
                 if ContinuousClock.now >= deadline {
                     ws.close()
                     throw .retryable("no welcome within \(Self.welcomeTimeout)")
@@ -394,7 +394,7 @@ final class TailRunner {
 
     /// Maps a client library error to retry or fail.
     static func classify(_ error: any Error) -> ConnectionEnd {
-        guard let e = error as? GatewayTestSupportError else {
+        guard let e = error as? GatewayClientError else {
             return .retryable(TextEscaper.escape("\(error)", limit: 300))
         }
         if e.isClosed {

@@ -2,7 +2,8 @@ import Foundation
 import GatewayAuth
 import GatewayConfig
 import GatewayCore
-import GatewayTestSupport
+import GatewayClient
+import GatewayTesting
 import Glibc
 import JWTKit
 import Logging
@@ -31,7 +32,7 @@ struct AttackCatalogTests {
                 let ws = try WebSocketClient.connect(url: child.url, headers: [("Origin", origin)])
                 ws.close()
                 Issue.record("origin \(origin) was accepted")
-            } catch let e as GatewayTestSupportError {
+            } catch let e as GatewayClientError {
                 #expect(e.httpStatus == 403, "origin \(origin): \(e)")
                 #expect(e.httpBodyString == "origin not allowed\n")
             }
@@ -468,7 +469,7 @@ struct AttackCatalogTests {
             let p = try await gw.client(.user, sub: "v\(i)", sessions: ["s"])
             try violate(p.ws)
             let code: UInt16?
-            do { code = try p.ws.waitForClose(timeout: .seconds(5)).code } catch let e as GatewayTestSupportError where e.isTimeout {
+            do { code = try p.ws.waitForClose(timeout: .seconds(5)).code } catch let e as GatewayClientError where e.isTimeout {
                 Issue.record("\(name): connection still open after 5 s")
                 continue
             } catch { code = nil }
@@ -1018,7 +1019,7 @@ struct AuthProbe: CustomStringConvertible {
                 case .close(let code, let reason): return AuthProbe(code: code, reason: reason, frames: frames)
                 default: continue
                 }
-            } catch let e as GatewayTestSupportError where e.isClosed {
+            } catch let e as GatewayClientError where e.isClosed {
                 return AuthProbe(code: e.closeCode, reason: e.closeReason, frames: frames)
             } catch {
                 return AuthProbe(code: nil, reason: "ended: \(error)", frames: frames)
@@ -1066,7 +1067,7 @@ enum Probe {
         while true {
             switch try p.ws.receive(timeout: max(.milliseconds(1), ContinuousClock.now.duration(to: deadline))) {
             case .text(let s): return s
-            case .close(let c, let r): throw GatewayTestSupportError.unexpectedMessage("closed \(String(describing: c)) \(r)")
+            case .close(let c, let r): throw GatewayClientError.unexpectedMessage("closed \(String(describing: c)) \(r)")
             default: continue
             }
         }
@@ -1104,7 +1105,7 @@ enum Upgrade {
             let ws = try WebSocketClient.connect(url: url, headers: headers)
             ws.close()
             return 101
-        } catch let e as GatewayTestSupportError {
+        } catch let e as GatewayClientError {
             return e.httpStatus ?? -1
         } catch { return -1 }
     }
@@ -1173,7 +1174,7 @@ struct TestKeys {
         func openssl(_ args: [String]) throws {
             let r = try ProcessRunner(executable: "/usr/bin/openssl", arguments: args, outputDirectory: dir)
             let status = try r.wait(timeout: .seconds(60))
-            guard status.isSuccess else { throw GatewayTestSupportError.processFailed("openssl \(args): \(r.stderr())") }
+            guard status.isSuccess else { throw GatewayTestingError.processFailed("openssl \(args): \(r.stderr())") }
         }
         try openssl(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", dir + "/rsa.pem"])
         try openssl(["pkey", "-in", dir + "/rsa.pem", "-pubout", "-out", dir + "/rsa-pub.pem"])
@@ -1295,7 +1296,7 @@ final class GatewayChild: @unchecked Sendable {
 enum RawTCP {
     static func connect(port: Int) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw GatewayTestSupportError.connectFailed("socket: \(errno)") }
+        guard fd >= 0 else { throw GatewayClientError.connectFailed("socket: \(errno)") }
         var sa = sockaddr_in()
         sa.sin_family = sa_family_t(AF_INET)
         sa.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -1305,7 +1306,7 @@ enum RawTCP {
         }
         guard rc == 0 else {
             _ = Glibc.close(fd)
-            throw GatewayTestSupportError.connectFailed("connect: \(errno)")
+            throw GatewayClientError.connectFailed("connect: \(errno)")
         }
         return fd
     }

@@ -1,6 +1,7 @@
 import Foundation
 import GatewayAuth
-import GatewayTestSupport
+import GatewayClient
+import GatewayTesting
 import Testing
 
 /// Every row of protocol-v1.md against a real gateway on loopback.

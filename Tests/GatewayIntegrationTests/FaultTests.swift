@@ -1,6 +1,7 @@
 import Foundation
 import GatewayAuth
-import GatewayTestSupport
+import GatewayClient
+import GatewayTesting
 import Glibc
 import Testing
 import TranscriptLog
@@ -576,7 +577,7 @@ enum FaultPeers {
 enum FreePort {
     static func pick() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw GatewayTestSupportError.ioFailed("socket: \(errno)") }
+        guard fd >= 0 else { throw GatewayClientError.ioFailed("socket: \(errno)") }
         defer { _ = Glibc.close(fd) }
         var sa = sockaddr_in()
         sa.sin_family = sa_family_t(AF_INET)
@@ -585,7 +586,7 @@ enum FreePort {
         let rc = withUnsafePointer(to: &sa) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
-        guard rc == 0 else { throw GatewayTestSupportError.ioFailed("bind: \(errno)") }
+        guard rc == 0 else { throw GatewayClientError.ioFailed("bind: \(errno)") }
         var out = sockaddr_in()
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &out) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }

@@ -1,6 +1,7 @@
 import Foundation
 import GatewayAuth
-import GatewayTestSupport
+import GatewayClient
+import GatewayTesting
 import Glibc
 import Testing
 
@@ -64,11 +65,11 @@ struct GatewayCtlTests {
             let lines = complete.split(separator: "\n").map(String.init)
             if lines.count >= count { return lines }
             if let exited = p.poll() {
-                throw GatewayTestSupportError.processFailed(
+                throw GatewayTestingError.processFailed(
                     "gatewayctl ended (\(exited)) with \(lines.count) lines; stderr: \(p.stderr())")
             }
             guard ContinuousClock.now < deadline else {
-                throw GatewayTestSupportError.timeout("\(lines.count) of \(count) lines; stderr: \(p.stderr())")
+                throw GatewayClientError.timeout("\(lines.count) of \(count) lines; stderr: \(p.stderr())")
             }
             usleep(20_000)
         }
@@ -444,7 +445,7 @@ struct GatewayCtlTests {
     /// A port that was free a moment ago (bind port 0, read it back, close).
     static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw GatewayTestSupportError.ioFailed("socket") }
+        guard fd >= 0 else { throw GatewayClientError.ioFailed("socket") }
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
@@ -456,7 +457,7 @@ struct GatewayCtlTests {
                 bind(fd, sa, length) == 0 && getsockname(fd, sa, &length) == 0
             }
         }
-        guard bound else { throw GatewayTestSupportError.ioFailed("bind") }
+        guard bound else { throw GatewayClientError.ioFailed("bind") }
         return Int(UInt16(bigEndian: address.sin_port))
     }
 }

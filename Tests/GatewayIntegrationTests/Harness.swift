@@ -2,7 +2,8 @@ import Foundation
 import GatewayAuth
 import GatewayConfig
 import GatewayCore
-import GatewayTestSupport
+import GatewayClient
+import GatewayTesting
 import Logging
 import Testing
 
@@ -100,15 +101,15 @@ final class Peer: @unchecked Sendable {
         let deadline = ContinuousClock.now + timeout
         while true {
             let left = deadline - ContinuousClock.now
-            guard left > .zero else { throw GatewayTestSupportError.timeout("no frame") }
+            guard left > .zero else { throw GatewayClientError.timeout("no frame") }
             switch try ws.receive(timeout: left) {
             case .text(let s):
                 guard let obj = try JSONSerialization.jsonObject(with: Data(s.utf8)) as? [String: Any] else {
-                    throw GatewayTestSupportError.unexpectedMessage("not a JSON object: \(s)")
+                    throw GatewayClientError.unexpectedMessage("not a JSON object: \(s)")
                 }
                 return obj
             case .close(let code, let reason):
-                throw GatewayTestSupportError.unexpectedMessage("closed \(code.map(String.init) ?? "-") \(reason)")
+                throw GatewayClientError.unexpectedMessage("closed \(code.map(String.init) ?? "-") \(reason)")
             default:
                 continue
             }
@@ -128,7 +129,7 @@ final class Peer: @unchecked Sendable {
     func expectSilence(for window: Duration = .milliseconds(300)) throws -> [String: Any]? {
         do {
             return try next(timeout: window)
-        } catch let e as GatewayTestSupportError where e.isTimeout {
+        } catch let e as GatewayClientError where e.isTimeout {
             return nil
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import GatewayAuth
-import GatewayTestSupport
+import GatewayClient
+import GatewayTesting
 import Testing
 
 /// Least privilege (docs/reliability.md, "Least privilege"): the real `gateway` binary runs with only its data
@@ -115,7 +116,7 @@ struct LeastPrivilegeTests {
         } catch {
             try? runner.kill()
             _ = try? runner.wait(timeout: .seconds(5))
-            throw GatewayTestSupportError.processFailed("sandboxed gateway did not start: \(error)\nstdout: \(runner.stdout())\nstderr: \(runner.stderr().suffix(3000))")
+            throw GatewayTestingError.processFailed("sandboxed gateway did not start: \(error)\nstdout: \(runner.stdout())\nstderr: \(runner.stderr().suffix(3000))")
         }
     }
 

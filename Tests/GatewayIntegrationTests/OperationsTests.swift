@@ -5,7 +5,8 @@ import Logging
 import Synchronization
 import TranscriptLog
 import GatewayAuth
-import GatewayTestSupport
+import GatewayClient
+import GatewayTesting
 import Testing
 
 /// HTTP endpoints, TLS, listeners, backpressure, restarts and shutdown.
@@ -117,7 +118,7 @@ struct OperationsTests {
             do {
                 let r = try RawHTTP.request(host: "127.0.0.1", port: gw.port, raw: raw)
                 #expect(r.status != 101, "upgrade \(upgrade) must not switch protocols")
-            } catch let e as GatewayTestSupportError {
+            } catch let e as GatewayClientError {
                 #expect(e.isClosed || e.isTimeout == false, "\(e)")
             }
         }
@@ -131,13 +132,13 @@ struct OperationsTests {
         do {
             _ = try WebSocketClient.connect(url: gw.url, headers: [("Origin", "https://evil.test")])
             Issue.record("a foreign origin was accepted")
-        } catch let e as GatewayTestSupportError {
+        } catch let e as GatewayClientError {
             #expect(e.httpStatus == 403)
         }
         do {
             _ = try WebSocketClient.connect(url: gw.url, headers: [("Origin", "https://app.samokoder.test.evil.test")])
             Issue.record("a suffix-trick origin was accepted")
-        } catch let e as GatewayTestSupportError {
+        } catch let e as GatewayClientError {
             #expect(e.httpStatus == 403)
         }
         let ok = try WebSocketClient.connect(url: gw.url, headers: [("Origin", "https://app.samokoder.test")])

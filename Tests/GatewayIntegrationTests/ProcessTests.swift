@@ -1,6 +1,7 @@
 import Foundation
 import GatewayAuth
-import GatewayTestSupport
+import GatewayClient
+import GatewayTesting
 import Testing
 
 /// Tests that run the real `gateway` executable as a child process: kill -9 and SIGTERM.

@@ -1,6 +1,7 @@
 import Foundation
 import GatewayAuth
-import GatewayTestSupport
+import GatewayClient
+import GatewayTesting
 import Synchronization
 import Testing
 import TranscriptLog
@@ -164,7 +165,7 @@ final class ChildGateway: @unchecked Sendable {
         } catch {
             try? runner.kill()
             _ = try? runner.wait(timeout: .seconds(5))
-            throw GatewayTestSupportError.processFailed("gateway did not start: \(error); stderr: \(runner.stderr().suffix(2000))")
+            throw GatewayTestingError.processFailed("gateway did not start: \(error); stderr: \(runner.stderr().suffix(2000))")
         }
         state.withLock { $0 = (runner, found.0, found.1) }
     }
@@ -262,7 +263,7 @@ func soakConnect(url: String, token: String, receiveBuffer: Int? = nil) throws -
             switch try ws.receive(timeout: .seconds(5)) {
             case .text(let t) where Wire.type(t) == "welcome": return ws
             case .close(let code, let reason):
-                throw GatewayTestSupportError.unexpectedMessage("closed \(code.map(String.init) ?? "-") \(reason) before welcome")
+                throw GatewayClientError.unexpectedMessage("closed \(code.map(String.init) ?? "-") \(reason) before welcome")
             default: continue
             }
         }
@@ -397,7 +398,7 @@ final class SoakReader: @unchecked Sendable {
                 default:
                     break
                 }
-            } catch let e as GatewayTestSupportError where e.isTimeout {
+            } catch let e as GatewayClientError where e.isTimeout {
                 continue
             } catch {
                 // Dropped (kill -9, close): resume from `last`.

@@ -1,5 +1,6 @@
 import Testing
-@testable import GatewayTestSupport
+@testable import GatewayClient
+import GatewayTesting
 
 /// Pure tests: hashing, framing, URL and HTTP parsing. No sockets.
 @Suite("Codec")
@@ -62,13 +63,13 @@ struct CodecTests {
     ])
     func rejectsInvalidFrames(_ name: String, _ wire: [UInt8]) {
         let decoder = WebSocketFrameDecoder(expectMasked: false, maxPayload: 1 << 20)
-        #expect(throws: GatewayTestSupportError.protocolViolation(), "\(name)") { try decoder.decode(wire[...]) }
+        #expect(throws: GatewayClientError.protocolViolation(), "\(name)") { try decoder.decode(wire[...]) }
     }
 
     @Test func rejectsFrameOverLimitFromHeaderAlone() {
         let decoder = WebSocketFrameDecoder(expectMasked: false, maxPayload: 1000)
         // Only the header of a 1 GiB frame: refused before any payload is buffered.
-        #expect(throws: GatewayTestSupportError.frameTooLarge()) {
+        #expect(throws: GatewayClientError.frameTooLarge()) {
             try decoder.decode([0x82, 0x7F, 0, 0, 0, 0, 0x40, 0, 0, 0][...])
         }
     }
@@ -90,7 +91,7 @@ struct CodecTests {
         "ws://[::1/", "ws://[::1]x/", "ws://u@host/", "ws://host/a#b", "ws://host/a b", "ws://host:/",
     ])
     func rejectsBadURLs(_ text: String) {
-        #expect(throws: GatewayTestSupportError.invalidURL()) { try WebSocketURL(parsing: text) }
+        #expect(throws: GatewayClientError.invalidURL()) { try WebSocketURL(parsing: text) }
     }
 
     @Test func parsesResponseHeads() throws {
@@ -100,7 +101,7 @@ struct CodecTests {
         #expect(head.status == 429)
         #expect(head.headers["retry-after"] == "3")
         #expect(head.headers["x-a"] == "1, 2")
-        #expect(throws: GatewayTestSupportError.protocolViolation()) {
+        #expect(throws: GatewayClientError.protocolViolation()) {
             try HTTPResponseReader.parseHead(Array("SSH-2.0-OpenSSH\r\n".utf8))
         }
         #expect(HTTPResponseReader.findHeadEnd(Array("a\r\n\r\nb".utf8), from: 0)! == (1, 4))
@@ -118,7 +119,7 @@ struct CodecTests {
     }
 
     @Test func errorsCompareByCode() {
-        let error = GatewayTestSupportError.handshakeFailed(status: 401, body: Array("no".utf8))
+        let error = GatewayClientError.handshakeFailed(status: 401, body: Array("no".utf8))
         #expect(error == .handshakeFailed())
         #expect(error != .timeout())
         #expect(error.httpStatus == 401 && error.httpBodyString == "no")

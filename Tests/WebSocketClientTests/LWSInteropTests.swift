@@ -1,6 +1,7 @@
 import Foundation
 import Testing
-import GatewayTestSupport
+import GatewayClient
+import GatewayTesting
 
 /// Opt-in interop check against a real libwebsockets echo server (for example
 /// /work/shared/tools/autobahn/lws-echo-server.c built by hand). Skipped unless `WSCLIENT_LWS_ECHO_URL` is set

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
-@testable import GatewayTestSupport
+@testable import GatewayClient
+import GatewayTesting
 
 /// Certificates generated once for the TLS tests (RSA key generation takes a moment).
 private let certificates: Result<(good: TestCertificates.Paths, other: TestCertificates.Paths, directory: String), any Error> = Result {
@@ -54,16 +55,16 @@ struct TLSTests {
         let certs = try certificates.get()
         let context = try TLSContext(serverCertificate: certs.good.certificatePath, keyFile: certs.good.privateKeyPath)
         try TestServer.with(tls: context, handler: TestServer.echo) { server in
-            let wrongCA = #expect(throws: GatewayTestSupportError.tlsFailed()) {
+            let wrongCA = #expect(throws: GatewayClientError.tlsFailed()) {
                 try WebSocketClient.connect(url: server.secureURL, tls: .verifying(caFile: certs.other.certificatePath))
             }
             #expect(wrongCA?.detail.contains("verify") == true)
             var wrongName = TLSOptions.verifying(caFile: certs.good.certificatePath)
             wrongName.serverName = "gateway.example"
-            #expect(throws: GatewayTestSupportError.tlsFailed()) {
+            #expect(throws: GatewayClientError.tlsFailed()) {
                 try WebSocketClient.connect(url: server.secureURL, tls: wrongName)
             }
-            #expect(throws: GatewayTestSupportError.tlsFailed()) {
+            #expect(throws: GatewayClientError.tlsFailed()) {
                 try WebSocketClient.connect(url: server.secureURL, tls: .verifying(caFile: "/nonexistent.pem"))
             }
             let insecure = try WebSocketClient.connect(url: server.secureURL, tls: .insecure())
@@ -77,7 +78,7 @@ struct TLSTests {
         let certs = try certificates.get()
         let context = try TLSContext(serverCertificate: certs.good.certificatePath, keyFile: certs.good.privateKeyPath)
         try TestServer.with(tls: context, handler: TestServer.echo) { server in
-            #expect(throws: GatewayTestSupportError.tlsFailed()) {
+            #expect(throws: GatewayClientError.tlsFailed()) {
                 try WebSocketClient.connect(url: server.secureURL, tls: .verifying(caFile: certs.good.certificatePath, alpn: ["h2"]))
             }
         }
@@ -129,7 +130,7 @@ struct ProcessRunnerTests {
         #expect(runner.pid > 0)
         #expect(try runner.waitForListeningPort(timeout: .seconds(5)) == 4242)
         #expect(runner.isRunning)
-        #expect(throws: GatewayTestSupportError.timeout()) { try runner.wait(timeout: .milliseconds(50)) }
+        #expect(throws: GatewayTestingError.timeout()) { try runner.wait(timeout: .milliseconds(50)) }
         try runner.kill()
         #expect(try runner.wait(timeout: .seconds(5)) == .signaled(SIGKILL))
         #expect(runner.stdout() == "starting\n")
@@ -156,11 +157,11 @@ struct ProcessRunnerTests {
         let runner = try ProcessRunner(
             executable: "/bin/sh", arguments: ["-c", "echo boom >&2; exit 1"], outputDirectory: output
         )
-        let error = #expect(throws: GatewayTestSupportError.processFailed()) {
+        let error = #expect(throws: GatewayTestingError.processFailed()) {
             try runner.waitForListeningPort(timeout: .seconds(5))
         }
         #expect(error?.detail.contains("boom") == true)
-        #expect(throws: GatewayTestSupportError.processFailed()) {
+        #expect(throws: GatewayTestingError.processFailed()) {
             try ProcessRunner(executable: "/nonexistent/gateway", outputDirectory: output)
         }
     }

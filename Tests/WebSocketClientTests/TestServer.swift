@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
-@testable import GatewayTestSupport
+@testable import GatewayClient
+import GatewayTesting
 
 /// A scripted in-process peer for the client self-tests: binds 127.0.0.1 (or ::1) port 0, accepts connections on
 /// a background thread and runs `handler` for each one on its own thread. Deliberately independent of anything
@@ -26,7 +27,7 @@ final class TestServer: @unchecked Sendable {
     ) throws {
         let family = ipv6 ? AF_INET6 : AF_INET
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw GatewayTestSupportError.ioFailed("socket") }
+        guard fd >= 0 else { throw GatewayClientError.ioFailed("socket") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
         var rc: Int32
@@ -47,7 +48,7 @@ final class TestServer: @unchecked Sendable {
         }
         guard rc == 0, listen(fd, 64) == 0 else {
             close(fd)
-            throw GatewayTestSupportError.ioFailed("bind/listen: \(errnoText())")
+            throw GatewayClientError.ioFailed("bind/listen: \(errnoText())")
         }
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -146,7 +147,7 @@ final class ServerConnection {
                 return (line, headers)
             }
             if try stream.read(into: &buffer, maxBytes: 65536, deadline: deadline) == 0 {
-                throw GatewayTestSupportError.closed(detail: "client went away before the request")
+                throw GatewayClientError.closed(detail: "client went away before the request")
             }
         }
     }

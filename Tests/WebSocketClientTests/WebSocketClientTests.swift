@@ -1,7 +1,8 @@
 import Foundation
 import Synchronization
 import Testing
-@testable import GatewayTestSupport
+@testable import GatewayClient
+import GatewayTesting
 
 /// End-to-end tests against the in-process `TestServer` on 127.0.0.1 port 0.
 @Suite("WebSocketClient")
@@ -115,7 +116,7 @@ struct WebSocketClientTests {
             try client.sendClose(code: 4001, reason: "bye")
             let (code, reason) = try client.waitForClose(timeout: .seconds(5))
             #expect(code == 4001 && reason == "bye")
-            let error = #expect(throws: GatewayTestSupportError.closed()) { try client.receive(timeout: .seconds(1)) }
+            let error = #expect(throws: GatewayClientError.closed()) { try client.receive(timeout: .seconds(1)) }
             #expect(error?.closeCode == 4001)
             #expect(server.recordedNotes.contains("close:4001"))
         }
@@ -132,7 +133,7 @@ struct WebSocketClientTests {
             let client = try WebSocketClient.connect(url: server.url)
             defer { client.close() }
             #expect(try client.receive() == .close(code: code, reason: reason))
-            let error = #expect(throws: GatewayTestSupportError.closed()) { try client.receive(timeout: .seconds(1)) }
+            let error = #expect(throws: GatewayClientError.closed()) { try client.receive(timeout: .seconds(1)) }
             #expect(error?.closeCode == code && error?.closeReason == reason)
             #expect(try client.waitForClose(timeout: .seconds(1)).code == code)
             server.stop()
@@ -160,7 +161,7 @@ struct WebSocketClientTests {
             let client = try WebSocketClient.connect(url: server.url)
             defer { client.close() }
             #expect(try client.receive() == .text("last"))
-            let error = #expect(throws: GatewayTestSupportError.closed()) { try client.receive() }
+            let error = #expect(throws: GatewayClientError.closed()) { try client.receive() }
             #expect(error?.closeCode == nil)
             #expect(try client.waitForClose().code == nil)
         }
@@ -175,7 +176,7 @@ struct WebSocketClientTests {
                 "HTTP/1.1 \(status) Nope\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
             )
         }) { server in
-            let error = #expect(throws: GatewayTestSupportError.handshakeFailed()) {
+            let error = #expect(throws: GatewayClientError.handshakeFailed()) {
                 try WebSocketClient.connect(url: server.url)
             }
             #expect(error?.httpStatus == status)
@@ -189,7 +190,7 @@ struct WebSocketClientTests {
             _ = try connection.readRequest()
             try connection.sendRaw("HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nden\n\r\n2\r\ny!\r\n0\r\n\r\n")
         }) { server in
-            let error = #expect(throws: GatewayTestSupportError.handshakeFailed()) {
+            let error = #expect(throws: GatewayClientError.handshakeFailed()) {
                 try WebSocketClient.connect(url: server.url)
             }
             #expect(error?.httpStatus == 403 && error?.httpBodyString == "den\ny!")
@@ -199,7 +200,7 @@ struct WebSocketClientTests {
             try connection.sendRaw("HTTP/1.0 404 Not Found\r\n\r\ngone")
             connection.stream.shutdownSocket()
         }) { server in
-            let error = #expect(throws: GatewayTestSupportError.handshakeFailed()) {
+            let error = #expect(throws: GatewayClientError.handshakeFailed()) {
                 try WebSocketClient.connect(url: server.url)
             }
             #expect(error?.httpStatus == 404 && error?.httpBodyString == "gone")
@@ -208,7 +209,7 @@ struct WebSocketClientTests {
 
     @Test func wrongAcceptValueIsRejected() throws {
         try TestServer.with(handler: { connection in try connection.acceptUpgrade(wrongAccept: true) }) { server in
-            let error = #expect(throws: GatewayTestSupportError.handshakeFailed()) {
+            let error = #expect(throws: GatewayClientError.handshakeFailed()) {
                 try WebSocketClient.connect(url: server.url)
             }
             #expect(error?.httpStatus == 101)
@@ -269,9 +270,9 @@ struct WebSocketClientTests {
             options.maxMessageSize = 1024
             let client = try WebSocketClient.connect(url: server.url, options: options)
             defer { client.close() }
-            let error = try #require(throws: GatewayTestSupportError.self, "\(name)") { try client.receive() }
+            let error = try #require(throws: GatewayClientError.self, "\(name)") { try client.receive() }
             #expect(error.isProtocolViolation, "\(name): \(error)")
-            #expect(throws: GatewayTestSupportError.closed(), "\(name)") { try client.receive(timeout: .milliseconds(100)) }
+            #expect(throws: GatewayClientError.closed(), "\(name)") { try client.receive(timeout: .milliseconds(100)) }
             server.stop()
             #expect(server.recordedNotes == ["reply:\(expectedCode)"], "\(name)")
         }
@@ -290,10 +291,10 @@ struct WebSocketClientTests {
             let client = try WebSocketClient.connect(url: server.url)
             defer { client.close() }
             let start = ContinuousClock.now
-            #expect(throws: GatewayTestSupportError.timeout()) { try client.receive(timeout: .milliseconds(200)) }
+            #expect(throws: GatewayClientError.timeout()) { try client.receive(timeout: .milliseconds(200)) }
             let elapsed = ContinuousClock.now - start
             #expect(elapsed >= .milliseconds(190) && elapsed < .seconds(2))
-            #expect(throws: GatewayTestSupportError.timeout()) { try client.receive(timeout: .zero) }
+            #expect(throws: GatewayClientError.timeout()) { try client.receive(timeout: .zero) }
             release.store(1, ordering: .relaxed)
             #expect(try client.receiveText().count == 1000)
         }
@@ -305,7 +306,7 @@ struct WebSocketClientTests {
             usleep(1_500_000)
         }) { server in
             let start = ContinuousClock.now
-            #expect(throws: GatewayTestSupportError.timeout()) {
+            #expect(throws: GatewayClientError.timeout()) {
                 try WebSocketClient.connect(url: server.url, timeout: .milliseconds(300))
             }
             #expect(ContinuousClock.now - start < .seconds(1))
@@ -315,16 +316,16 @@ struct WebSocketClientTests {
     @Test func connectionRefusedAndHangUpAreErrorsNotHangs() throws {
         // Port of a server that is gone.
         let port = try TestServer.with(handler: { _ in }) { $0.port }
-        #expect(throws: GatewayTestSupportError.connectFailed()) {
+        #expect(throws: GatewayClientError.connectFailed()) {
             try WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/", timeout: .seconds(2))
         }
         try TestServer.with(handler: { connection in
             _ = try connection.readRequest()
             connection.stream.shutdownSocket()
         }) { server in
-            #expect(throws: GatewayTestSupportError.closed()) { try WebSocketClient.connect(url: server.url) }
+            #expect(throws: GatewayClientError.closed()) { try WebSocketClient.connect(url: server.url) }
         }
-        #expect(throws: GatewayTestSupportError.invalidArgument()) {
+        #expect(throws: GatewayClientError.invalidArgument()) {
             try WebSocketClient.connect(url: "ws://127.0.0.1:1/", tls: .insecure())
         }
     }
@@ -356,7 +357,7 @@ struct WebSocketClientTests {
             #expect(finished)
             #expect(outcome.withLock { $0 }.contains("closed"))
             #expect(client.isClosed)
-            #expect(throws: GatewayTestSupportError.closed()) { try client.sendText("late") }
+            #expect(throws: GatewayClientError.closed()) { try client.sendText("late") }
         }
     }
 
@@ -398,9 +399,9 @@ struct WebSocketClientTests {
             let object = try client.receiveJSON()
             #expect(object["type"] as? String == "hello" && object["n"] as? Int == 3)
             try client.sendText("[1]")
-            #expect(throws: GatewayTestSupportError.unexpectedMessage()) { try client.receiveJSON() }
+            #expect(throws: GatewayClientError.unexpectedMessage()) { try client.receiveJSON() }
             try client.sendBinary([1])
-            #expect(throws: GatewayTestSupportError.unexpectedMessage()) { try client.receiveJSON() }
+            #expect(throws: GatewayClientError.unexpectedMessage()) { try client.receiveJSON() }
         }
     }
 
@@ -413,7 +414,7 @@ struct WebSocketClientTests {
             while raw.count < 3 * 9, ContinuousClock.now < deadline {
                 _ = try connection.stream.read(into: &raw, maxBytes: 1024, deadline: deadline)
             }
-            guard raw.count >= 27 else { throw GatewayTestSupportError.closed(detail: "short") }
+            guard raw.count >= 27 else { throw GatewayClientError.closed(detail: "short") }
             keys.withLock { $0 = stride(from: 0, to: 18, by: 9).map { Array(raw[($0 + 2)..<($0 + 6)]) } }
             connection.server.note("tail:\(Array(raw[18...]))")
         }) { server in
@@ -503,7 +504,7 @@ struct RawHTTPTests {
             _ = try connection.readRequest()
             try connection.sendRaw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7ffffffffffffffe\r\nab")
         }) { server in
-            #expect(throws: GatewayTestSupportError.frameTooLarge()) {
+            #expect(throws: GatewayClientError.frameTooLarge()) {
                 try RawHTTP.get(host: server.host, port: server.port, path: "/")
             }
         }
@@ -515,7 +516,7 @@ struct RawHTTPTests {
             try connection.sendRaw("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
             connection.stream.shutdownSocket()
         }) { server in
-            #expect(throws: GatewayTestSupportError.closed()) {
+            #expect(throws: GatewayClientError.closed()) {
                 try RawHTTP.get(host: server.host, port: server.port, path: "/")
             }
         }
@@ -523,7 +524,7 @@ struct RawHTTPTests {
             _ = try connection.readRequest()
             connection.stream.shutdownSocket()
         }) { server in
-            #expect(throws: GatewayTestSupportError.closed()) {
+            #expect(throws: GatewayClientError.closed()) {
                 try RawHTTP.request(host: server.host, port: server.port, rawBytes: Array("GET / HTTP/1.1\r\nX: \u{FF}\r\n\r\n".utf8))
             }
         }
@@ -531,7 +532,7 @@ struct RawHTTPTests {
             _ = try connection.readRequest()
             usleep(800_000)
         }) { server in
-            #expect(throws: GatewayTestSupportError.timeout()) {
+            #expect(throws: GatewayClientError.timeout()) {
                 try RawHTTP.get(host: server.host, port: server.port, path: "/", timeout: .milliseconds(200))
             }
         }

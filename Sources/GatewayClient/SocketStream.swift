@@ -2,16 +2,16 @@ import COpenSSL
 import Glibc
 import Synchronization
 
-/// Deadline arithmetic shared by every blocking wait in this module.
-enum Deadline {
+/// Deadline arithmetic shared by every blocking wait in this module (and, `package`-wide, by `GatewayTesting`).
+package enum Deadline {
     /// The instant `timeout` from now (saturating for huge durations).
-    static func after(_ timeout: Duration) -> ContinuousClock.Instant {
+    package static func after(_ timeout: Duration) -> ContinuousClock.Instant {
         let capped = min(max(timeout, .zero), .seconds(86_400 * 365))
         return ContinuousClock.now.advanced(by: capped)
     }
 
     /// Milliseconds left until `deadline`, rounded up, clamped to 0…Int32.max.
-    static func millisecondsLeft(_ deadline: ContinuousClock.Instant) -> Int32 {
+    package static func millisecondsLeft(_ deadline: ContinuousClock.Instant) -> Int32 {
         let left = ContinuousClock.now.duration(to: deadline)
         guard left > .zero else { return 0 }
         let (seconds, attoseconds) = left.components
@@ -21,13 +21,13 @@ enum Deadline {
 }
 
 /// Text for the current `errno`.
-func errnoText(_ code: Int32 = errno) -> String {
+package func errnoText(_ code: Int32 = errno) -> String {
     String(cString: strerror(code)) + " (errno \(code))"
 }
 
 /// Ignores SIGPIPE once per process: OpenSSL writes to the socket with `write(2)`, which would otherwise kill
 /// the test process when the gateway goes away mid-write. Plain sockets use `MSG_NOSIGNAL` as well.
-/// `ProcessRunner` resets SIGPIPE to the default in children, so the gateway is unaffected.
+/// `ProcessRunner` (in `GatewayTesting`) resets SIGPIPE to the default in children, so the gateway is unaffected.
 private let ignoreSIGPIPE: Void = {
     _ = signal(SIGPIPE, SIG_IGN)
 }()
@@ -58,7 +58,7 @@ final class SocketStream: @unchecked Sendable {
     ///   - host: Host for SNI and verification (client side).
     ///   - options: Client TLS options (SNI name, ALPN, verification).
     ///   - deadline: Handshake deadline.
-    /// - Throws: `GatewayTestSupportError.tlsFailed` or `.timeout`.
+    /// - Throws: `GatewayClientError.tlsFailed` or `.timeout`.
     init(
         fd: Int32, tls: TLSContext?, host: String = "", options: TLSOptions? = nil,
         deadline: ContinuousClock.Instant
@@ -72,7 +72,7 @@ final class SocketStream: @unchecked Sendable {
         guard let ssl = SSL_new(tls.context) else {
             Glibc.close(fd)
             self.fd = -1
-            throw GatewayTestSupportError.tlsFailed("SSL_new: \(TLSContext.drainErrors())")
+            throw GatewayClientError.tlsFailed("SSL_new: \(TLSContext.drainErrors())")
         }
         self.ssl = ssl
         do {
@@ -89,7 +89,7 @@ final class SocketStream: @unchecked Sendable {
         ssl: OpaquePointer, tls: TLSContext, host: String, options: TLSOptions?, deadline: ContinuousClock.Instant
     ) throws {
         guard SSL_set_fd(ssl, fd) == 1 else {
-            throw GatewayTestSupportError.tlsFailed("SSL_set_fd: \(TLSContext.drainErrors())")
+            throw GatewayClientError.tlsFailed("SSL_set_fd: \(TLSContext.drainErrors())")
         }
         if tls.isServer {
             SSL_set_accept_state(ssl)
@@ -100,16 +100,16 @@ final class SocketStream: @unchecked Sendable {
             if !isIPLiteral, !name.isEmpty {
                 // SSL_set_tlsext_host_name is a macro; this is its expansion.
                 let ok = name.withCString { SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, Int(TLSEXT_NAMETYPE_host_name), UnsafeMutableRawPointer(mutating: $0)) }
-                guard ok == 1 else { throw GatewayTestSupportError.tlsFailed("SNI: \(TLSContext.drainErrors())") }
+                guard ok == 1 else { throw GatewayClientError.tlsFailed("SNI: \(TLSContext.drainErrors())") }
             }
             if options?.verifyPeer ?? true, !name.isEmpty {
                 if isIPLiteral {
                     guard X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1 else {
-                        throw GatewayTestSupportError.tlsFailed("bad IP literal for verification: \(name)")
+                        throw GatewayClientError.tlsFailed("bad IP literal for verification: \(name)")
                     }
                 } else {
                     guard SSL_set1_host(ssl, name) == 1 else {
-                        throw GatewayTestSupportError.tlsFailed("SSL_set1_host: \(TLSContext.drainErrors())")
+                        throw GatewayClientError.tlsFailed("SSL_set1_host: \(TLSContext.drainErrors())")
                     }
                 }
             }
@@ -118,14 +118,14 @@ final class SocketStream: @unchecked Sendable {
                 for proto in alpn {
                     let bytes = Array(proto.utf8)
                     guard !bytes.isEmpty, bytes.count <= 255 else {
-                        throw GatewayTestSupportError.invalidArgument("ALPN protocol must be 1…255 bytes")
+                        throw GatewayClientError.invalidArgument("ALPN protocol must be 1…255 bytes")
                     }
                     wire.append(UInt8(bytes.count))
                     wire.append(contentsOf: bytes)
                 }
                 // Note the inverted convention: SSL_set_alpn_protos returns 0 on success.
                 guard SSL_set_alpn_protos(ssl, wire, UInt32(wire.count)) == 0 else {
-                    throw GatewayTestSupportError.tlsFailed("SSL_set_alpn_protos failed")
+                    throw GatewayClientError.tlsFailed("SSL_set_alpn_protos failed")
                 }
             }
         }
@@ -144,7 +144,7 @@ final class SocketStream: @unchecked Sendable {
                     detail += "; verify: " + String(cString: X509_verify_cert_error_string(verify))
                 }
                 if err == SSL_ERROR_SYSCALL { detail += "; " + (errno == 0 ? "unexpected EOF" : errnoText()) }
-                throw GatewayTestSupportError.tlsFailed("handshake failed: \(detail)")
+                throw GatewayClientError.tlsFailed("handshake failed: \(detail)")
             }
         }
         var data: UnsafePointer<UInt8>?
@@ -173,14 +173,14 @@ final class SocketStream: @unchecked Sendable {
     /// Waits until the fd is ready for `events` or the deadline passes.
     private func waitFor(_ events: Int16, deadline: ContinuousClock.Instant, what: String) throws {
         while true {
-            guard fd >= 0 else { throw GatewayTestSupportError.closed(detail: "socket released") }
+            guard fd >= 0 else { throw GatewayClientError.closed(detail: "socket released") }
             let ms = Deadline.millisecondsLeft(deadline)
             var pfd = pollfd(fd: fd, events: events, revents: 0)
             let rc = poll(&pfd, 1, ms)
             if rc > 0 { return }  // readable/writable, or HUP/ERR: the next read/write reports it
-            if rc == 0 { throw GatewayTestSupportError.timeout(what) }
+            if rc == 0 { throw GatewayClientError.timeout(what) }
             if errno == EINTR { continue }
-            throw GatewayTestSupportError.ioFailed("poll: \(errnoText())")
+            throw GatewayClientError.ioFailed("poll: \(errnoText())")
         }
     }
 
@@ -195,7 +195,7 @@ final class SocketStream: @unchecked Sendable {
         let chunk = max(1, maxBytes)
         var scratch = [UInt8](repeating: 0, count: chunk)
         while true {
-            guard fd >= 0 else { throw GatewayTestSupportError.closed(detail: "socket released") }
+            guard fd >= 0 else { throw GatewayClientError.closed(detail: "socket released") }
             if let ssl {
                 ERR_clear_error()
                 let (rc, err, savedErrno) = sslLock.withLock { _ in
@@ -213,9 +213,9 @@ final class SocketStream: @unchecked Sendable {
                 case SSL_ERROR_ZERO_RETURN: return 0
                 case SSL_ERROR_SYSCALL:
                     if savedErrno == 0 || savedErrno == ECONNRESET || savedErrno == EPIPE { return 0 }
-                    throw GatewayTestSupportError.ioFailed("SSL_read: \(errnoText(savedErrno))")
+                    throw GatewayClientError.ioFailed("SSL_read: \(errnoText(savedErrno))")
                 default:
-                    throw GatewayTestSupportError.tlsFailed("SSL_read: \(TLSContext.drainErrors())")
+                    throw GatewayClientError.tlsFailed("SSL_read: \(TLSContext.drainErrors())")
                 }
             } else {
                 let n = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, chunk, 0) }
@@ -232,7 +232,7 @@ final class SocketStream: @unchecked Sendable {
                 } else if code == ECONNRESET || code == EPIPE || code == ESHUTDOWN {
                     return 0
                 } else {
-                    throw GatewayTestSupportError.ioFailed("recv: \(errnoText(code))")
+                    throw GatewayClientError.ioFailed("recv: \(errnoText(code))")
                 }
             }
         }
@@ -246,7 +246,7 @@ final class SocketStream: @unchecked Sendable {
     func write(_ bytes: [UInt8], deadline: ContinuousClock.Instant) throws {
         var offset = 0
         while offset < bytes.count {
-            guard fd >= 0 else { throw GatewayTestSupportError.closed(detail: "socket released") }
+            guard fd >= 0 else { throw GatewayClientError.closed(detail: "socket released") }
             let remaining = bytes.count - offset
             if let ssl {
                 ERR_clear_error()
@@ -265,14 +265,14 @@ final class SocketStream: @unchecked Sendable {
                 switch err {
                 case SSL_ERROR_WANT_WRITE: try waitFor(Int16(POLLOUT), deadline: deadline, what: "write")
                 case SSL_ERROR_WANT_READ: try waitFor(Int16(POLLIN), deadline: deadline, what: "write")
-                case SSL_ERROR_ZERO_RETURN: throw GatewayTestSupportError.closed(detail: "peer closed during write")
+                case SSL_ERROR_ZERO_RETURN: throw GatewayClientError.closed(detail: "peer closed during write")
                 case SSL_ERROR_SYSCALL:
                     if savedErrno == EPIPE || savedErrno == ECONNRESET || savedErrno == 0 {
-                        throw GatewayTestSupportError.closed(detail: "peer closed during write")
+                        throw GatewayClientError.closed(detail: "peer closed during write")
                     }
-                    throw GatewayTestSupportError.ioFailed("SSL_write: \(errnoText(savedErrno))")
+                    throw GatewayClientError.ioFailed("SSL_write: \(errnoText(savedErrno))")
                 default:
-                    throw GatewayTestSupportError.tlsFailed("SSL_write: \(TLSContext.drainErrors())")
+                    throw GatewayClientError.tlsFailed("SSL_write: \(TLSContext.drainErrors())")
                 }
             } else {
                 let n = bytes.withUnsafeBytes { raw -> Int in
@@ -289,9 +289,9 @@ final class SocketStream: @unchecked Sendable {
                 } else if n < 0, code == EINTR {
                     continue
                 } else if code == EPIPE || code == ECONNRESET || code == ESHUTDOWN {
-                    throw GatewayTestSupportError.closed(detail: "peer closed during write")
+                    throw GatewayClientError.closed(detail: "peer closed during write")
                 } else {
-                    throw GatewayTestSupportError.ioFailed("send: \(errnoText(code))")
+                    throw GatewayClientError.ioFailed("send: \(errnoText(code))")
                 }
             }
         }
@@ -347,7 +347,7 @@ enum SocketAddress {
         host: String, port: Int, receiveBufferSize: Int? = nil, sendBufferSize: Int? = nil,
         deadline: ContinuousClock.Instant
     ) throws -> Int32 {
-        guard (1...65535).contains(port) else { throw GatewayTestSupportError.connectFailed("bad port \(port)") }
+        guard (1...65535).contains(port) else { throw GatewayClientError.connectFailed("bad port \(port)") }
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
@@ -355,7 +355,7 @@ enum SocketAddress {
         var list: UnsafeMutablePointer<addrinfo>?
         let rc = getaddrinfo(host, String(port), &hints, &list)
         guard rc == 0, let list else {
-            throw GatewayTestSupportError.connectFailed("getaddrinfo(\(host)): \(String(cString: gai_strerror(rc)))")
+            throw GatewayClientError.connectFailed("getaddrinfo(\(host)): \(String(cString: gai_strerror(rc)))")
         }
         defer { freeaddrinfo(list) }
         var lastError = "no addresses"
@@ -390,7 +390,7 @@ enum SocketAddress {
                 } while polled < 0 && errno == EINTR
                 if polled == 0 {
                     Glibc.close(fd)
-                    throw GatewayTestSupportError.timeout("connect to \(host):\(port)")
+                    throw GatewayClientError.timeout("connect to \(host):\(port)")
                 }
                 var soError: Int32 = 0
                 var length = socklen_t(MemoryLayout<Int32>.size)
@@ -405,6 +405,6 @@ enum SocketAddress {
             lastError = "connect \(host):\(port): \(errnoText())"
             Glibc.close(fd)
         }
-        throw GatewayTestSupportError.connectFailed(lastError)
+        throw GatewayClientError.connectFailed(lastError)
     }
 }

@@ -53,7 +53,7 @@ public final class WebSocketClient: @unchecked Sendable {
         /// Payload of the fragmented message in progress.
         var fragments: [UInt8] = []
         /// Set once the connection has ended; thrown by every later `receive`.
-        var ended: GatewayTestSupportError?
+        var ended: GatewayClientError?
     }
 
     /// Send-side state; owned by `sendState`.
@@ -111,7 +111,7 @@ public final class WebSocketClient: @unchecked Sendable {
     ///   - options: Limits and behaviour.
     ///   - timeout: Bound for connect, TLS handshake and upgrade together.
     /// - Returns: A connected client.
-    /// - Throws: `GatewayTestSupportError`: `.handshakeFailed` with `httpStatus`/`httpBody` on a non-101 reply
+    /// - Throws: `GatewayClientError`: `.handshakeFailed` with `httpStatus`/`httpBody` on a non-101 reply
     ///   (or a 101 with a wrong `Sec-WebSocket-Accept`), `.timeout`, `.connectFailed`, `.tlsFailed`, `.invalidURL`,
     ///   `.closed` if the server hung up without answering.
     public static func connect(
@@ -134,7 +134,7 @@ public final class WebSocketClient: @unchecked Sendable {
         options: WebSocketClientOptions = .init(), timeout: Duration = .seconds(5)
     ) throws -> WebSocketClient {
         guard url.secure || tls == nil else {
-            throw GatewayTestSupportError.invalidArgument("TLS options given for a ws:// URL")
+            throw GatewayClientError.invalidArgument("TLS options given for a ws:// URL")
         }
         let deadline = Deadline.after(timeout)
         let stream = try openStream(
@@ -173,21 +173,21 @@ public final class WebSocketClient: @unchecked Sendable {
             } catch {
                 body = reader.buffer  // whatever arrived; the status is what the caller needs
             }
-            throw GatewayTestSupportError.handshakeFailed(
+            throw GatewayClientError.handshakeFailed(
                 status: head.status, headers: head.headers, body: body, detail: "upgrade refused"
             )
         }
         let expectedAccept = Self.acceptValue(forKey: key)
         guard head.headers["upgrade"]?.lowercased() == "websocket" else {
-            throw GatewayTestSupportError.handshakeFailed(status: 101, headers: head.headers, detail: "Upgrade is not websocket")
+            throw GatewayClientError.handshakeFailed(status: 101, headers: head.headers, detail: "Upgrade is not websocket")
         }
         guard let connection = head.headers["connection"],
             connection.lowercased().split(separator: ",").contains(where: { $0.trimmingASCIISpaces() == "upgrade" })
         else {
-            throw GatewayTestSupportError.handshakeFailed(status: 101, headers: head.headers, detail: "Connection lacks upgrade")
+            throw GatewayClientError.handshakeFailed(status: 101, headers: head.headers, detail: "Connection lacks upgrade")
         }
         guard head.headers["sec-websocket-accept"] == expectedAccept else {
-            throw GatewayTestSupportError.handshakeFailed(
+            throw GatewayClientError.handshakeFailed(
                 status: 101, headers: head.headers, detail: "Sec-WebSocket-Accept mismatch"
             )
         }
@@ -290,7 +290,7 @@ public final class WebSocketClient: @unchecked Sendable {
     public func sendFragmented(
         _ bytes: [UInt8], opcode: WebSocketOpcode = .text, fragmentSize: Int, timeout: Duration? = nil
     ) throws {
-        guard fragmentSize >= 1 else { throw GatewayTestSupportError.invalidArgument("fragmentSize must be >= 1") }
+        guard fragmentSize >= 1 else { throw GatewayClientError.invalidArgument("fragmentSize must be >= 1") }
         var wire: [UInt8] = []
         var offset = 0
         repeat {
@@ -344,14 +344,14 @@ public final class WebSocketClient: @unchecked Sendable {
         let deadline = Deadline.after(timeout ?? options.writeTimeout)
         try sendState.withLock { state in
             guard !closed.load(ordering: .acquiring) else {
-                throw GatewayTestSupportError.closed(detail: "close() was called")
+                throw GatewayClientError.closed(detail: "close() was called")
             }
             guard !state.broken else {
-                throw GatewayTestSupportError.ioFailed("an earlier write timed out mid-frame")
+                throw GatewayClientError.ioFailed("an earlier write timed out mid-frame")
             }
             do {
                 try stream.write(bytes, deadline: deadline)
-            } catch let error as GatewayTestSupportError where error.isTimeout {
+            } catch let error as GatewayClientError where error.isTimeout {
                 state.broken = true
                 throw error
             }
@@ -398,7 +398,7 @@ public final class WebSocketClient: @unchecked Sendable {
         let result: WebSocketFrameDecoder.Result
         do {
             result = try decoder.decode(state.buffer[state.readIndex...])
-        } catch let error as GatewayTestSupportError {
+        } catch let error as GatewayClientError {
             fail(&state, error, closeCode: error.isProtocolViolation && error != .protocolViolation() ? 1009 : 1002)
             throw error
         }
@@ -413,9 +413,9 @@ public final class WebSocketClient: @unchecked Sendable {
                 if n == 0 {
                     state.ended = .closed(detail: "connection closed by peer without a close frame")
                 }
-            } catch let error as GatewayTestSupportError where error.isTimeout {
+            } catch let error as GatewayClientError where error.isTimeout {
                 throw error
-            } catch let error as GatewayTestSupportError {
+            } catch let error as GatewayClientError {
                 state.ended = error.isClosed ? error : .closed(detail: "connection failed: \(error.detail)")
                 throw error
             }
@@ -441,7 +441,7 @@ public final class WebSocketClient: @unchecked Sendable {
                 throw violation(&state, "continuation frame without a message in progress", code: 1002)
             }
             guard state.fragments.count + frame.payload.count <= options.maxMessageSize else {
-                let error = GatewayTestSupportError.frameTooLarge("message larger than \(options.maxMessageSize)")
+                let error = GatewayClientError.frameTooLarge("message larger than \(options.maxMessageSize)")
                 fail(&state, error, closeCode: 1009)
                 throw error
             }
@@ -488,7 +488,7 @@ public final class WebSocketClient: @unchecked Sendable {
 
     private func complete(_ opcode: WebSocketOpcode, _ payload: [UInt8], _ state: inout ReceiveState) throws -> Message {
         guard payload.count <= options.maxMessageSize else {
-            let error = GatewayTestSupportError.frameTooLarge("message larger than \(options.maxMessageSize)")
+            let error = GatewayClientError.frameTooLarge("message larger than \(options.maxMessageSize)")
             fail(&state, error, closeCode: 1009)
             throw error
         }
@@ -499,14 +499,14 @@ public final class WebSocketClient: @unchecked Sendable {
         return .text(text)
     }
 
-    private func violation(_ state: inout ReceiveState, _ detail: String, code: UInt16) -> GatewayTestSupportError {
-        let error = GatewayTestSupportError.protocolViolation(detail)
+    private func violation(_ state: inout ReceiveState, _ detail: String, code: UInt16) -> GatewayClientError {
+        let error = GatewayClientError.protocolViolation(detail)
         fail(&state, error, closeCode: code)
         return error
     }
 
     /// Fails the connection (RFC 6455 §7.1.7): best-effort close frame, then shutdown; later receives throw `.closed`.
-    private func fail(_ state: inout ReceiveState, _ error: GatewayTestSupportError, closeCode: UInt16) {
+    private func fail(_ state: inout ReceiveState, _ error: GatewayClientError, closeCode: UInt16) {
         state.ended = .closed(detail: "connection failed: \(error.detail)")
         let alreadySent = sendState.withLock { $0.closeSent }
         if !alreadySent {
@@ -528,11 +528,11 @@ public final class WebSocketClient: @unchecked Sendable {
     public func receiveJSON(timeout: Duration = .seconds(5)) throws -> [String: Any] {
         let message = try receive(timeout: timeout)
         guard case .text(let text) = message else {
-            throw GatewayTestSupportError.unexpectedMessage("expected a JSON text message, got \(message.summary)")
+            throw GatewayClientError.unexpectedMessage("expected a JSON text message, got \(message.summary)")
         }
         guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)), let dictionary = object as? [String: Any]
         else {
-            throw GatewayTestSupportError.unexpectedMessage("text message (\(text.utf8.count) bytes) is not a JSON object")
+            throw GatewayClientError.unexpectedMessage("text message (\(text.utf8.count) bytes) is not a JSON object")
         }
         return dictionary
     }
@@ -545,7 +545,7 @@ public final class WebSocketClient: @unchecked Sendable {
     public func receiveText(timeout: Duration = .seconds(5)) throws -> String {
         let message = try receive(timeout: timeout)
         guard case .text(let text) = message else {
-            throw GatewayTestSupportError.unexpectedMessage("expected text, got \(message.summary)")
+            throw GatewayClientError.unexpectedMessage("expected text, got \(message.summary)")
         }
         return text
     }
@@ -564,7 +564,7 @@ public final class WebSocketClient: @unchecked Sendable {
             do {
                 let left = ContinuousClock.now.duration(to: deadline)
                 if case .close(let code, let reason) = try receive(timeout: max(left, .zero)) { return (code, reason) }
-            } catch let error as GatewayTestSupportError where error.isClosed {
+            } catch let error as GatewayClientError where error.isClosed {
                 return (error.closeCode, error.closeReason)
             }
         }

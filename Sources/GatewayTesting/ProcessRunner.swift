@@ -1,4 +1,5 @@
 import Foundation
+import GatewayClient
 import Glibc
 import Synchronization
 
@@ -90,7 +91,7 @@ public final class ProcessRunner: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 2, stderrPath, createFlags, 0o644)
         if let workingDirectory {
             guard let addChdir = Self.addChdir else {
-                throw GatewayTestSupportError.processFailed("posix_spawn_file_actions_addchdir_np unavailable")
+                throw GatewayTestingError.processFailed("posix_spawn_file_actions_addchdir_np unavailable")
             }
             _ = addChdir(&actions, workingDirectory)
         }
@@ -113,7 +114,7 @@ public final class ProcessRunner: @unchecked Sendable {
         var child: pid_t = 0
         let rc = posix_spawn(&child, executable, &actions, &attributes, argv, envp)
         guard rc == 0 else {
-            throw GatewayTestSupportError.processFailed("posix_spawn \(executable): \(errnoText(rc))")
+            throw GatewayTestingError.processFailed("posix_spawn \(executable): \(errnoText(rc))")
         }
         pid = child
     }
@@ -146,7 +147,7 @@ public final class ProcessRunner: @unchecked Sendable {
         try exit.withLock { status in
             guard status == nil else { return }
             guard Glibc.kill(pid, signal) == 0 else {
-                throw GatewayTestSupportError.processFailed("kill(\(pid), \(signal)): \(errnoText())")
+                throw GatewayTestingError.processFailed("kill(\(pid), \(signal)): \(errnoText())")
             }
         }
     }
@@ -185,7 +186,7 @@ public final class ProcessRunner: @unchecked Sendable {
         while true {
             if let status = poll() { return status }
             guard ContinuousClock.now < deadline else {
-                throw GatewayTestSupportError.timeout("process \(pid) still running")
+                throw GatewayTestingError.timeout("process \(pid) still running")
             }
             usleep(5_000)
         }
@@ -219,10 +220,10 @@ public final class ProcessRunner: @unchecked Sendable {
                 for line in lines.prefix(completeCount) where predicate(String(line)) { return String(line) }
             }
             if let exited {
-                throw GatewayTestSupportError.processFailed("process \(pid) ended (\(exited)): \(tail(stderr()))")
+                throw GatewayTestingError.processFailed("process \(pid) ended (\(exited)): \(tail(stderr()))")
             }
             guard ContinuousClock.now < deadline else {
-                throw GatewayTestSupportError.timeout("no matching output line; stderr tail: \(tail(stderr()))")
+                throw GatewayTestingError.timeout("no matching output line; stderr tail: \(tail(stderr()))")
             }
             usleep(10_000)
         }
@@ -238,7 +239,7 @@ public final class ProcessRunner: @unchecked Sendable {
     public func waitForListeningPort(timeout: Duration = .seconds(10)) throws -> Int {
         let line = try waitForLine(timeout: timeout) { Self.listeningPort(in: $0) != nil }
         guard let port = Self.listeningPort(in: line) else {
-            throw GatewayTestSupportError.processFailed("unparsable listening line")
+            throw GatewayTestingError.processFailed("unparsable listening line")
         }
         return port
     }
@@ -263,91 +264,5 @@ public final class ProcessRunner: @unchecked Sendable {
 
     private func tail(_ text: String) -> String {
         String(text.suffix(2000))
-    }
-}
-
-/// Fresh temporary directories for test artifacts.
-public enum TemporaryDirectory {
-    /// Creates a new, empty directory under `$TMPDIR` (or `/tmp`).
-    /// - Parameters:
-    ///   - prefix: Name prefix.
-    /// - Returns: The absolute path.
-    /// - Throws: `.ioFailed` if `mkdtemp` fails.
-    public static func make(prefix: String = "gateway-test") throws -> String {
-        let base = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
-        var template = Array("\(base)/\(prefix).XXXXXX".utf8CString)
-        let result = template.withUnsafeMutableBufferPointer { buffer -> UnsafeMutablePointer<CChar>? in
-            guard let base = buffer.baseAddress else { return nil }
-            return mkdtemp(base)
-        }
-        guard result != nil else { throw GatewayTestSupportError.ioFailed("mkdtemp: \(errnoText())") }
-        return String(decoding: template.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
-    /// Removes a directory tree; errors are ignored (cleanup is best effort).
-    /// - Parameters:
-    ///   - path: Directory to remove.
-    public static func remove(_ path: String) {
-        try? FileManager.default.removeItem(atPath: path)
-    }
-}
-
-/// A self-signed certificate for `localhost`, `127.0.0.1` and `::1`, made with `/usr/bin/openssl`.
-public enum TestCertificates {
-    /// Paths of a generated certificate and key.
-    public struct Paths: Sendable, Hashable {
-        /// PEM certificate; also the CA file clients verify against (`TLSOptions.verifying(caFile:)`).
-        public var certificatePath: String
-        /// PEM private key (unencrypted).
-        public var privateKeyPath: String
-    }
-
-    /// Generates an RSA-2048 self-signed certificate valid for two days.
-    ///
-    /// The default file names, `cert.pem` and `key.pem`, are the ones the integration harness passes to the
-    /// gateway as `GATEWAY_TLS_CERT` / `GATEWAY_TLS_KEY`.
-    /// - Parameters:
-    ///   - directory: Existing or new directory for the two files.
-    ///   - certificateName: File name of the certificate.
-    ///   - keyName: File name of the private key.
-    ///   - openssl: Path of the openssl binary.
-    ///   - timeout: Bound for key generation.
-    /// - Returns: The paths.
-    /// - Throws: `.processFailed` if openssl fails (stderr in the detail), `.timeout`.
-    public static func generate(
-        in directory: String, certificateName: String = "cert.pem", keyName: String = "key.pem",
-        openssl: String = "/usr/bin/openssl",
-        timeout: Duration = .seconds(60)
-    ) throws -> Paths {
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw GatewayTestSupportError.ioFailed("cannot create \(directory): \(error)")
-        }
-        let paths = Paths(certificatePath: "\(directory)/\(certificateName)", privateKeyPath: "\(directory)/\(keyName)")
-        let runner = try ProcessRunner(
-            executable: openssl,
-            arguments: [
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-                "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1", "-days", "2",
-                "-keyout", paths.privateKeyPath, "-out", paths.certificatePath,
-            ],
-            outputDirectory: directory
-        )
-        let status: ProcessExitStatus
-        do {
-            status = try runner.wait(timeout: timeout)
-        } catch {
-            try? runner.kill()
-            throw error
-        }
-        guard status.isSuccess, FileManager.default.fileExists(atPath: paths.certificatePath),
-            FileManager.default.fileExists(atPath: paths.privateKeyPath)
-        else {
-            throw GatewayTestSupportError.processFailed("openssl req failed (\(status)): \(runner.stderr().suffix(1000))")
-        }
-        try? FileManager.default.removeItem(atPath: runner.stdoutPath)
-        try? FileManager.default.removeItem(atPath: runner.stderrPath)
-        return paths
     }
 }

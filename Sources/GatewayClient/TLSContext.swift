@@ -20,7 +20,7 @@ final class TLSContext: @unchecked Sendable {
     /// - Throws: `.tlsFailed` if the CA file cannot be loaded.
     init(client options: TLSOptions) throws {
         guard let ctx = SSL_CTX_new(TLS_client_method()) else {
-            throw GatewayTestSupportError.tlsFailed("SSL_CTX_new: \(Self.drainErrors())")
+            throw GatewayClientError.tlsFailed("SSL_CTX_new: \(Self.drainErrors())")
         }
         context = ctx
         isServer = false
@@ -29,7 +29,7 @@ final class TLSContext: @unchecked Sendable {
             SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nil)
             if let caFile = options.caFile {
                 guard SSL_CTX_load_verify_locations(ctx, caFile, nil) == 1 else {
-                    throw GatewayTestSupportError.tlsFailed("cannot load CA file \(caFile): \(Self.drainErrors())")
+                    throw GatewayClientError.tlsFailed("cannot load CA file \(caFile): \(Self.drainErrors())")
                 }
             } else {
                 _ = SSL_CTX_set_default_verify_paths(ctx)
@@ -48,14 +48,14 @@ final class TLSContext: @unchecked Sendable {
     /// - Throws: `.tlsFailed` if the files cannot be loaded.
     init(serverCertificate certificateFile: String, keyFile: String, alpnHTTP11Only: Bool = true) throws {
         guard let ctx = SSL_CTX_new(TLS_server_method()) else {
-            throw GatewayTestSupportError.tlsFailed("SSL_CTX_new: \(Self.drainErrors())")
+            throw GatewayClientError.tlsFailed("SSL_CTX_new: \(Self.drainErrors())")
         }
         context = ctx
         isServer = true
         Self.configureCommon(ctx)
         guard SSL_CTX_use_certificate_chain_file(ctx, certificateFile) == 1,
             SSL_CTX_use_PrivateKey_file(ctx, keyFile, SSL_FILETYPE_PEM) == 1
-        else { throw GatewayTestSupportError.tlsFailed("cannot load \(certificateFile)/\(keyFile): \(Self.drainErrors())") }
+        else { throw GatewayClientError.tlsFailed("cannot load \(certificateFile)/\(keyFile): \(Self.drainErrors())") }
         if alpnHTTP11Only {
             SSL_CTX_set_alpn_select_cb(ctx, { _, out, outLength, input, inputLength, _ in
                 // Walk the client's length-prefixed list; point `out` into it (allowed by OpenSSL's contract).

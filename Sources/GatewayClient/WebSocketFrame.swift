@@ -126,7 +126,7 @@ struct WebSocketFrameDecoder: Sendable {
     /// Decodes one frame from the start of `bytes`.
     /// - Parameters:
     ///   - bytes: Buffered input.
-    /// - Throws: `GatewayTestSupportError.protocolViolation` or `.frameTooLarge`.
+    /// - Throws: `GatewayClientError.protocolViolation` or `.frameTooLarge`.
     func decode(_ bytes: ArraySlice<UInt8>) throws -> Result {
         let base = bytes.startIndex
         guard bytes.count >= 2 else { return .needMore }
@@ -136,10 +136,10 @@ struct WebSocketFrameDecoder: Sendable {
         let rsv = (b0 >> 4) & 0x07
         let opcode = WebSocketOpcode(rawValue: b0 & 0x0F)
         let masked = b1 & 0x80 != 0
-        guard rsv == 0 else { throw GatewayTestSupportError.protocolViolation("RSV bits \(rsv) set without extension") }
-        guard opcode.isKnown else { throw GatewayTestSupportError.protocolViolation("reserved \(opcode)") }
+        guard rsv == 0 else { throw GatewayClientError.protocolViolation("RSV bits \(rsv) set without extension") }
+        guard opcode.isKnown else { throw GatewayClientError.protocolViolation("reserved \(opcode)") }
         guard masked == expectMasked else {
-            throw GatewayTestSupportError.protocolViolation(masked ? "masked frame from server" : "unmasked client frame")
+            throw GatewayClientError.protocolViolation(masked ? "masked frame from server" : "unmasked client frame")
         }
         var offset = 2
         var length: UInt64 = UInt64(b1 & 0x7F)
@@ -153,15 +153,15 @@ struct WebSocketFrameDecoder: Sendable {
             for i in 0..<8 { length = length << 8 | UInt64(bytes[base + 2 + i]) }
             offset += 8
             guard length & (1 << 63) == 0 else {
-                throw GatewayTestSupportError.protocolViolation("64-bit length with the top bit set")
+                throw GatewayClientError.protocolViolation("64-bit length with the top bit set")
             }
         }
         if opcode.isControl {
-            guard fin else { throw GatewayTestSupportError.protocolViolation("fragmented \(opcode) frame") }
-            guard length <= 125 else { throw GatewayTestSupportError.protocolViolation("\(opcode) payload \(length) > 125") }
+            guard fin else { throw GatewayClientError.protocolViolation("fragmented \(opcode) frame") }
+            guard length <= 125 else { throw GatewayClientError.protocolViolation("\(opcode) payload \(length) > 125") }
         }
         guard length <= UInt64(max(0, maxPayload)) else {
-            throw GatewayTestSupportError.frameTooLarge("frame payload \(length) > limit \(maxPayload)")
+            throw GatewayClientError.frameTooLarge("frame payload \(length) > limit \(maxPayload)")
         }
         let payloadLength = Int(length)
         var key: (UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0)

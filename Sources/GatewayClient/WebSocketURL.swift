@@ -27,7 +27,7 @@ public struct WebSocketURL: Sendable, Hashable, CustomStringConvertible {
     /// Parses a `ws://` or `wss://` URL.
     /// - Parameters:
     ///   - string: The URL text.
-    /// - Throws: `GatewayTestSupportError.invalidURL` if the text is not a usable WebSocket URL.
+    /// - Throws: `GatewayClientError.invalidURL` if the text is not a usable WebSocket URL.
     public init(parsing string: String) throws {
         let secure: Bool
         let rest: Substring
@@ -38,28 +38,28 @@ public struct WebSocketURL: Sendable, Hashable, CustomStringConvertible {
             secure = true
             rest = string.dropFirst(6)
         } else {
-            throw GatewayTestSupportError.invalidURL("scheme must be ws:// or wss://")
+            throw GatewayClientError.invalidURL("scheme must be ws:// or wss://")
         }
         let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
         let authority = rest[rest.startIndex..<authorityEnd]
         var target = String(rest[authorityEnd...])
         if target.isEmpty { target = "/" } else if target.hasPrefix("?") { target = "/" + target }
-        guard !target.contains("#") else { throw GatewayTestSupportError.invalidURL("fragments are not allowed") }
-        guard !authority.contains("@") else { throw GatewayTestSupportError.invalidURL("user info is not allowed") }
+        guard !target.contains("#") else { throw GatewayClientError.invalidURL("fragments are not allowed") }
+        guard !authority.contains("@") else { throw GatewayClientError.invalidURL("user info is not allowed") }
         guard !target.contains(where: { $0 == " " || $0 == "\r" || $0 == "\n" }) else {
-            throw GatewayTestSupportError.invalidURL("path contains whitespace")
+            throw GatewayClientError.invalidURL("path contains whitespace")
         }
 
         let host: Substring
         var portText: Substring?
         if authority.hasPrefix("[") {
             guard let close = authority.firstIndex(of: "]") else {
-                throw GatewayTestSupportError.invalidURL("unterminated IPv6 literal")
+                throw GatewayClientError.invalidURL("unterminated IPv6 literal")
             }
             host = authority[authority.index(after: authority.startIndex)..<close]
             let after = authority[authority.index(after: close)...]
             if !after.isEmpty {
-                guard after.hasPrefix(":") else { throw GatewayTestSupportError.invalidURL("junk after IPv6 literal") }
+                guard after.hasPrefix(":") else { throw GatewayClientError.invalidURL("junk after IPv6 literal") }
                 portText = after.dropFirst()
             }
         } else if let colon = authority.firstIndex(of: ":") {
@@ -68,15 +68,15 @@ public struct WebSocketURL: Sendable, Hashable, CustomStringConvertible {
         } else {
             host = authority
         }
-        guard !host.isEmpty else { throw GatewayTestSupportError.invalidURL("empty host") }
+        guard !host.isEmpty else { throw GatewayClientError.invalidURL("empty host") }
         guard !host.contains(where: { $0 == " " || $0 == "/" || $0 == "[" || $0 == "]" }) else {
-            throw GatewayTestSupportError.invalidURL("bad host")
+            throw GatewayClientError.invalidURL("bad host")
         }
         var port = secure ? 443 : 80
         if let portText {
             guard !portText.isEmpty, portText.count <= 5, portText.allSatisfy({ $0.isASCII && $0.isNumber }),
                 let value = Int(portText), (1...65535).contains(value)
-            else { throw GatewayTestSupportError.invalidURL("bad port") }
+            else { throw GatewayClientError.invalidURL("bad port") }
             port = value
         }
         self.init(secure: secure, host: String(host), port: port, path: target)

@@ -46,7 +46,7 @@ public enum RawHTTP {
         let isHead = rawBytes.starts(with: Array("HEAD ".utf8))
         let (body, complete) = try reader.readBody(for: head, from: stream, isHeadRequest: isHead, deadline: deadline)
         guard complete else {
-            throw GatewayTestSupportError.closed(detail: "connection closed after \(body.count) body bytes")
+            throw GatewayClientError.closed(detail: "connection closed after \(body.count) body bytes")
         }
         return (head.status, head.headers, body)
     }

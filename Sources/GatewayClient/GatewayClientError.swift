@@ -1,9 +1,9 @@
-/// The one public error type of `GatewayTestSupport` (house rule 2, after `ServiceGroupError`).
+/// The one public error type of `GatewayClient`, the WebSocket client library (house rule 2, after `ServiceGroupError`).
 ///
 /// Errors compare equal when their codes match, so tests can write
-/// `#expect(throws: GatewayTestSupportError.timeout()) { … }`; the payload (HTTP status, close code, detail)
+/// `#expect(throws: GatewayClientError.timeout()) { … }`; the payload (HTTP status, close code, detail)
 /// is available through the accessors, for example `error.httpStatus == 401`.
-public struct GatewayTestSupportError: Error, Hashable, Sendable, CustomStringConvertible {
+public struct GatewayClientError: Error, Hashable, Sendable, CustomStringConvertible {
     private enum Code: String, Hashable, Sendable {
         case timeout
         case closed
@@ -14,7 +14,6 @@ public struct GatewayTestSupportError: Error, Hashable, Sendable, CustomStringCo
         case connectFailed
         case tlsFailed
         case ioFailed
-        case processFailed
         case invalidArgument
         case unexpectedMessage
     }
@@ -126,13 +125,6 @@ public struct GatewayTestSupportError: Error, Hashable, Sendable, CustomStringCo
         Self(.ioFailed, detail: detail, file: file, line: line)
     }
 
-    /// Starting, signalling or waiting for a child process failed.
-    /// - Parameters:
-    ///   - detail: What failed.
-    public static func processFailed(_ detail: String = "", file: String = #fileID, line: Int = #line) -> Self {
-        Self(.processFailed, detail: detail, file: file, line: line)
-    }
-
     /// An argument passed by the test was unusable (for example a fragment size of 0).
     /// - Parameters:
     ///   - detail: Which argument.
@@ -166,7 +158,7 @@ public struct GatewayTestSupportError: Error, Hashable, Sendable, CustomStringCo
     /// Hashes the code only, consistent with `==`.
     public func hash(into hasher: inout Hasher) { hasher.combine(code) }
 
-    /// `GatewayTestSupportError.<code>(status: …, close: …): detail (file:line)`.
+    /// `GatewayClientError.<code>(status: …, close: …): detail (file:line)`.
     public var description: String {
         var parts: [String] = []
         if let httpStatus { parts.append("status: \(httpStatus)") }
@@ -174,6 +166,6 @@ public struct GatewayTestSupportError: Error, Hashable, Sendable, CustomStringCo
         if !closeReason.isEmpty { parts.append("reason: \(closeReason)") }
         let payload = parts.isEmpty ? "" : "(" + parts.joined(separator: ", ") + ")"
         let suffix = detail.isEmpty ? "" : ": \(detail)"
-        return "GatewayTestSupportError.\(code.rawValue)\(payload)\(suffix) (\(file):\(line))"
+        return "GatewayClientError.\(code.rawValue)\(payload)\(suffix) (\(file):\(line))"
     }
 }

@@ -31,11 +31,11 @@ struct HTTPResponseReader {
             }
             searchFrom = max(0, buffer.count - 3)
             guard buffer.count <= maxHeadBytes else {
-                throw GatewayTestSupportError.protocolViolation("response head larger than \(maxHeadBytes) bytes")
+                throw GatewayClientError.protocolViolation("response head larger than \(maxHeadBytes) bytes")
             }
             let n = try stream.read(into: &buffer, maxBytes: 16 * 1024, deadline: deadline)
             if n == 0 {
-                throw GatewayTestSupportError.closed(
+                throw GatewayClientError.closed(
                     detail: buffer.isEmpty ? "connection closed before a response" : "connection closed inside the response head"
                 )
             }
@@ -61,10 +61,10 @@ struct HTTPResponseReader {
         }
         if let lengthText = head.headers["content-length"] {
             guard let length = Int(lengthText.trimmingASCIISpaces()), length >= 0 else {
-                throw GatewayTestSupportError.protocolViolation("bad Content-Length")
+                throw GatewayClientError.protocolViolation("bad Content-Length")
             }
             guard length <= maxBodyBytes else {
-                throw GatewayTestSupportError.frameTooLarge("body \(length) > limit \(maxBodyBytes)")
+                throw GatewayClientError.frameTooLarge("body \(length) > limit \(maxBodyBytes)")
             }
             while buffer.count < length {
                 if try stream.read(into: &buffer, maxBytes: min(length - buffer.count, 256 * 1024), deadline: deadline) == 0 {
@@ -80,7 +80,7 @@ struct HTTPResponseReader {
         // Close-delimited body.
         while true {
             guard buffer.count <= maxBodyBytes else {
-                throw GatewayTestSupportError.frameTooLarge("body larger than \(maxBodyBytes)")
+                throw GatewayClientError.frameTooLarge("body larger than \(maxBodyBytes)")
             }
             if try stream.read(into: &buffer, maxBytes: 256 * 1024, deadline: deadline) == 0 {
                 let body = buffer
@@ -98,10 +98,10 @@ struct HTTPResponseReader {
             guard let sizeLine = try readLine(from: stream, deadline: deadline) else { return (body, false) }
             let sizeText = String(decoding: sizeLine, as: UTF8.self).split(separator: ";").first ?? ""
             guard let size = Int(sizeText.trimmingASCIISpaces(), radix: 16), size >= 0 else {
-                throw GatewayTestSupportError.protocolViolation("bad chunk size")
+                throw GatewayClientError.protocolViolation("bad chunk size")
             }
             guard size <= maxBodyBytes - body.count else {  // no overflow: size may be near Int.max
-                throw GatewayTestSupportError.frameTooLarge("chunked body larger than \(maxBodyBytes)")
+                throw GatewayClientError.frameTooLarge("chunked body larger than \(maxBodyBytes)")
             }
             if size == 0 {
                 // Trailers until the empty line.
@@ -129,7 +129,7 @@ struct HTTPResponseReader {
                 if line.last == 0x0D { line.removeLast() }
                 return line
             }
-            guard buffer.count <= maxHeadBytes else { throw GatewayTestSupportError.protocolViolation("line too long") }
+            guard buffer.count <= maxHeadBytes else { throw GatewayClientError.protocolViolation("line too long") }
             if try stream.read(into: &buffer, maxBytes: 16 * 1024, deadline: deadline) == 0 { return nil }
         }
     }
@@ -158,12 +158,12 @@ struct HTTPResponseReader {
             let trimmed = line.last == 0x0D ? line.dropLast() : line
             return Substring(String(decoding: trimmed, as: UTF8.self))
         }
-        guard !lines.isEmpty else { throw GatewayTestSupportError.protocolViolation("empty response") }
+        guard !lines.isEmpty else { throw GatewayClientError.protocolViolation("empty response") }
         let statusLine = lines.removeFirst()
         let parts = statusLine.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true)
         guard parts.count >= 2, parts[0].hasPrefix("HTTP/"), parts[1].count == 3,
             let status = Int(parts[1]), (100...999).contains(status)
-        else { throw GatewayTestSupportError.protocolViolation("bad status line: \(statusLine.prefix(80))") }
+        else { throw GatewayClientError.protocolViolation("bad status line: \(statusLine.prefix(80))") }
         var headers: [String: String] = [:]
         for line in lines where !line.isEmpty {
             guard let colon = line.firstIndex(of: ":") else { continue }
