@@ -111,13 +111,18 @@ let package = Package(
         .target(
             name: "GatewayTesting",
             dependencies: [
-                "GatewayClient", "GatewayCore", "GatewayConfig", "GatewayAuth", "TranscriptLog",
+                "GatewayClient", "GatewayCore", "GatewayConfig", "GatewayAuth", "TranscriptLog", "TranscriptLogTesting",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
+        // Test-only, on TranscriptLog alone: seeded events and the locator of built executables.
+        .target(name: "TranscriptLogTesting", dependencies: ["TranscriptLog"], swiftSettings: swiftSettings),
 
-        .testTarget(name: "TranscriptLogTests", dependencies: ["TranscriptLog", "transcript-crash-child"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "TranscriptLogTests", dependencies: ["TranscriptLog", "TranscriptLogTesting", "transcript-crash-child"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "WebSocketClientTests", dependencies: ["GatewayClient", "GatewayTesting"], swiftSettings: swiftSettings
         ),
@@ -126,7 +131,9 @@ let package = Package(
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig", "GatewayAuth", "TranscriptLog"], swiftSettings: swiftSettings),
         .testTarget(
             name: "GatewayIntegrationTests",
-            dependencies: ["GatewayCore", "GatewayClient", "GatewayTesting", "TranscriptLog", "GatewayProtocol"],
+            dependencies: [
+                "GatewayCore", "GatewayClient", "GatewayTesting", "TranscriptLog", "TranscriptLogTesting", "GatewayProtocol",
+            ],
             swiftSettings: swiftSettings
         ),
     ]

@@ -46,7 +46,7 @@ struct GatewayFaultTests {
         var killedWithInFlight = 0
         let started = ContinuousClock.now
         let token = try await TokenMinter.hs256(
-            secret: TestGateway.secretForTests, sub: "crash-agent", role: .agent, sessions: sessions, tier: nil, ttlSeconds: 3600)
+            secret: GatewayEnvironment.secret, sub: "crash-agent", role: .agent, sessions: sessions, tier: nil, ttlSeconds: 3600)
 
         func frame(_ id: String) -> [UInt8] {
             let s = sent[id]!
@@ -66,11 +66,11 @@ struct GatewayFaultTests {
         }
 
         for round in 0..<rounds {
-            let child = try GatewayChild.launch(dataDir: dir, extra: ["GATEWAY_LOG_LEVEL": "warning"])
+            let child = try GatewayUnderTest.launch(dataDir: dir, environment: ["GATEWAY_LOG_LEVEL": "warning"])
             let killAfterMs = UInt32.random(in: 0...400)
             let killer = BackgroundThread {
                 usleep(killAfterMs * 1000)
-                child.kill()
+                try? child.kill()
             }
             var retry = pending
             var outstanding = Set<String>()
@@ -109,47 +109,49 @@ struct GatewayFaultTests {
                 // The gateway died (or was killed before we connected).
             }
             killer.join()
-            child.stop()
+            #expect(child.process?.isRunning == false, "the killer thread killed round \(round)'s gateway")
+            try await child.stop()  // nothing to stop after kill(); removes the child's output directory
+            child.remove()
             if !outstanding.isEmpty { killedWithInFlight += 1 }
             pending = (retry + outstanding.sorted { Int($0.dropFirst())! < Int($1.dropFirst())! }).filter { acked[$0] == nil }
         }
 
         // Final start: re-send what is still un-acked, then read every session back.
-        let child = try GatewayChild.launch(dataDir: dir, extra: ["GATEWAY_LOG_LEVEL": "warning"])
-        defer { child.stop() }
-        let agent = Peer(try WebSocketClient.connect(url: child.url))
-        try agent.send(["type": "hello", "token": token])
-        _ = try agent.next(type: "welcome")
-        for id in pending {
-            try agent.ws.sendRaw(frame(id))
-            record(try agent.next())
-        }
-        #expect(acked.count == sent.count, "every publish is acked after its retries")
-        let op = Peer(try WebSocketClient.connect(url: child.url))
-        try op.send(["type": "hello", "token": try await TokenMinter.hs256(secret: TestGateway.secretForTests, sub: "ops", role: .operator, sessions: [], tier: nil, ttlSeconds: 600)])
-        _ = try op.next(type: "welcome")
-        var total = 0
-        for session in sessions {
-            let head = try op.join(session, since: 0).int("head") ?? -1
-            var ids = Set<String>()
-            for expected in 1...max(head, 1) where head > 0 {
-                let text = try Probe.nextText(op)
-                let ev = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] ?? [:]
-                #expect(ev.int("seq") == expected, "\(session): seq \(String(describing: ev.int("seq"))) where \(expected) was due")
-                guard let id = ev.string("id"), let original = sent[id] else {
-                    Issue.record("\(session) seq \(expected): an event that was never sent: \(text.prefix(200))")
-                    continue
-                }
-                #expect(ids.insert(id).inserted, "\(id) stored twice")
-                #expect(original.session == session)
-                #expect(text.hasSuffix(#","data":\#(original.data)}"#), "\(id): data differs")
-                #expect(acked[id]?.seq == expected, "\(id) acked as \(String(describing: acked[id]?.seq)) but stored at \(expected)")
+        try await withGatewayProcess(dataDir: dir, environment: ["GATEWAY_LOG_LEVEL": "warning"]) { child in
+            let agent = Peer(try WebSocketClient.connect(url: child.url))
+            try agent.send(["type": "hello", "token": token])
+            _ = try agent.next(type: "welcome")
+            for id in pending {
+                try agent.ws.sendRaw(frame(id))
+                record(try agent.next())
             }
-            #expect(ids.count == acked.values.filter { $0.session == session }.count, "\(session): stored = acked")
-            total += head
+            #expect(acked.count == sent.count, "every publish is acked after its retries")
+            let op = Peer(try WebSocketClient.connect(url: child.url))
+            try op.send(["type": "hello", "token": try await TokenMinter.hs256(secret: GatewayEnvironment.secret, sub: "ops", role: .operator, sessions: [], tier: nil, ttlSeconds: 600)])
+            _ = try op.next(type: "welcome")
+            var total = 0
+            for session in sessions {
+                let head = try op.join(session, since: 0).int("head") ?? -1
+                var ids = Set<String>()
+                for expected in 1...max(head, 1) where head > 0 {
+                    let text = try Probe.nextText(op)
+                    let ev = try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] ?? [:]
+                    #expect(ev.int("seq") == expected, "\(session): seq \(String(describing: ev.int("seq"))) where \(expected) was due")
+                    guard let id = ev.string("id"), let original = sent[id] else {
+                        Issue.record("\(session) seq \(expected): an event that was never sent: \(text.prefix(200))")
+                        continue
+                    }
+                    #expect(ids.insert(id).inserted, "\(id) stored twice")
+                    #expect(original.session == session)
+                    #expect(text.hasSuffix(#","data":\#(original.data)}"#), "\(id): data differs")
+                    #expect(acked[id]?.seq == expected, "\(id) acked as \(String(describing: acked[id]?.seq)) but stored at \(expected)")
+                }
+                #expect(ids.count == acked.values.filter { $0.session == session }.count, "\(session): stored = acked")
+                total += head
+            }
+            let seconds = Double(Probe.ms(ContinuousClock.now - started)) / 1000
+            Report.line("T1 \(rounds) kill -9 rounds, \(sent.count) events published, \(total) stored = acked, \(duplicateAcks) duplicate acks on retry, \(killedWithInFlight) kills with publishes in flight, \(String(format: "%.1f", seconds)) s")
         }
-        let seconds = Double(Probe.ms(ContinuousClock.now - started)) / 1000
-        Report.line("T1 \(rounds) kill -9 rounds, \(sent.count) events published, \(total) stored = acked, \(duplicateAcks) duplicate acks on retry, \(killedWithInFlight) kills with publishes in flight, \(String(format: "%.1f", seconds)) s")
     }
 
     // MARK: T9 restart and resume of 50 clients
@@ -162,55 +164,58 @@ struct GatewayFaultTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let port = try FreePort.pick()
         let started = ContinuousClock.now
-        var child = try GatewayChild.launch(dataDir: dir, port: port, extra: ["GATEWAY_LOG_LEVEL": "warning"])
+        let first = try GatewayUnderTest.launch(dataDir: dir, port: port, environment: ["GATEWAY_LOG_LEVEL": "warning"])
         let rooms = (0..<10).map { "room-\($0)" }
-        func agent() async throws -> Peer { try await FaultPeers.connect(port: port, role: .agent, sub: "agent", sessions: rooms) }
+        func agent() async throws -> Peer { try await Peer.connect(port: port, role: .agent, sub: "agent", sessions: rooms) }
         func publish(_ a: Peer, seqs: ClosedRange<Int>) throws {
             var wire: [UInt8] = []
             for room in rooms { for n in seqs { wire += Frames.text(#"{"type":"publish","session":"\#(room)","id":"\#(room)-\#(n)","kind":"progress","data":{"n":\#(n)}}"#) } }
             try a.ws.sendRaw(wire)
             for _ in 0..<(rooms.count * seqs.count) { #expect(try a.next(type: "ack")["duplicate"] == nil) }
         }
-        try publish(try await agent(), seqs: 1...20)
         struct Client { var sub: String; var room: String; var last: Int; var epoch: String }
-        var clients: [Client] = []
-        var old: [Peer] = []
-        for i in 0..<50 {
-            let room = rooms[i % rooms.count]
-            let p = try await FaultPeers.connect(port: port, role: .user, sub: "user-\(i)", sessions: [room])
-            let joined = try p.join(room, since: 0)
-            let last = i < 10 ? [0, 20][i % 2] : Int.random(in: 0...20)  // both edges, then random
-            for seq in 1...max(1, last) where last > 0 { #expect(try p.next(type: "event").int("seq") == seq) }
-            clients.append(Client(sub: "user-\(i)", room: room, last: last, epoch: joined.string("epoch") ?? ""))
-            old.append(p)
-        }
-        child.kill()
-        child.stop()
-        for p in old { p.close() }
-        let restartAt = ContinuousClock.now
-        child = try GatewayChild.launch(dataDir: dir, port: port, extra: ["GATEWAY_LOG_LEVEL": "warning"])
-        defer { child.stop() }
-        let restartMs = Probe.ms(ContinuousClock.now - restartAt)
-        let a = try await agent()
-        try publish(a, seqs: 21...30)
-        var resumed: [Peer] = []
-        var replayed = 0
-        for c in clients {
-            let p = try await FaultPeers.connect(port: port, role: .user, sub: c.sub, sessions: [c.room])
-            let j = try p.join(c.room, since: c.last, epoch: c.epoch)
-            #expect(j["reset"] == nil && j["trimmed"] == nil && j.string("epoch") == c.epoch && j.int("head") == 30, "\(c.sub): \(j)")
-            for seq in (c.last + 1)...30 {
-                let ev = try p.next(type: "event")
-                #expect(ev.int("seq") == seq && ev.string("id") == "\(c.room)-\(seq)", "\(c.sub): got \(String(describing: ev.int("seq"))) for \(seq)")
-                replayed += 1
+        let clients = try await first.use { child -> [Client] in
+            try publish(try await agent(), seqs: 1...20)
+            var clients: [Client] = []
+            var old: [Peer] = []
+            for i in 0..<50 {
+                let room = rooms[i % rooms.count]
+                let p = try await Peer.connect(port: port, role: .user, sub: "user-\(i)", sessions: [room])
+                let joined = try p.join(room, since: 0)
+                let last = i < 10 ? [0, 20][i % 2] : Int.random(in: 0...20)  // both edges, then random
+                for seq in 1...max(1, last) where last > 0 { #expect(try p.next(type: "event").int("seq") == seq) }
+                clients.append(Client(sub: "user-\(i)", room: room, last: last, epoch: joined.string("epoch") ?? ""))
+                old.append(p)
             }
-            resumed.append(p)
+            try child.kill()
+            for p in old { p.close() }
+            return clients
         }
-        try publish(a, seqs: 31...31)
-        for (c, p) in zip(clients, resumed) {
-            #expect(try p.next(type: "event").int("seq") == 31, "\(c.sub): the live event follows the replay directly")
+        let restartAt = ContinuousClock.now
+        let second = try GatewayUnderTest.launch(dataDir: dir, port: port, environment: ["GATEWAY_LOG_LEVEL": "warning"])
+        try await second.use { _ in
+            let restartMs = Probe.ms(ContinuousClock.now - restartAt)
+            let a = try await agent()
+            try publish(a, seqs: 21...30)
+            var resumed: [Peer] = []
+            var replayed = 0
+            for c in clients {
+                let p = try await Peer.connect(port: port, role: .user, sub: c.sub, sessions: [c.room])
+                let j = try p.join(c.room, since: c.last, epoch: c.epoch)
+                #expect(j["reset"] == nil && j["trimmed"] == nil && j.string("epoch") == c.epoch && j.int("head") == 30, "\(c.sub): \(j)")
+                for seq in (c.last + 1)...30 {
+                    let ev = try p.next(type: "event")
+                    #expect(ev.int("seq") == seq && ev.string("id") == "\(c.room)-\(seq)", "\(c.sub): got \(String(describing: ev.int("seq"))) for \(seq)")
+                    replayed += 1
+                }
+                resumed.append(p)
+            }
+            try publish(a, seqs: 31...31)
+            for (c, p) in zip(clients, resumed) {
+                #expect(try p.next(type: "event").int("seq") == 31, "\(c.sub): the live event follows the replay directly")
+            }
+            Report.line("T9 50 clients in 10 sessions resumed after kill -9 (restart to listening \(restartMs) ms): \(replayed) events replayed, 0 gaps, 0 duplicates, \(Probe.ms(ContinuousClock.now - started)) ms total")
         }
-        Report.line("T9 50 clients in 10 sessions resumed after kill -9 (restart to listening \(restartMs) ms): \(replayed) events replayed, 0 gaps, 0 duplicates, \(Probe.ms(ContinuousClock.now - started)) ms total")
     }
 
     // MARK: T10 duplicate publish across restarts
@@ -220,43 +225,44 @@ struct GatewayFaultTests {
     @Test func t10_duplicatePublishAcrossKillNine() async throws {
         let dir = TestDirs.make("fault-dup")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var child = try GatewayChild.launch(dataDir: dir, extra: ["GATEWAY_LOG_LEVEL": "warning"])
-        var agent = try await FaultPeers.connect(port: child.port, role: .agent, sub: "dup-agent", sessions: ["d"])
-        let first = try agent.publish("d", id: "once", kind: "progress", data: ["v": 1])
-        #expect(first.int("seq") == 1 && first["duplicate"] == nil)
-        let again = try agent.publish("d", id: "once", kind: "progress", data: ["v": "different data, same id"])
-        #expect(again.int("seq") == 1 && again["duplicate"] as? Bool == true)
-        var wire: [UInt8] = []
-        for i in 1...50 { wire += Frames.text(#"{"type":"publish","session":"d","id":"fly-\#(i)","kind":"progress","data":{"i":\#(i)}}"#) }
-        try agent.ws.sendRaw(wire)
-        usleep(UInt32.random(in: 0...3000))  // kill while the batch is being read, stored or acked
-        child.kill()
-        child.stop()
-        child = try GatewayChild.launch(dataDir: dir, extra: ["GATEWAY_LOG_LEVEL": "warning"])
-        defer { child.stop() }
-        agent = try await FaultPeers.connect(port: child.port, role: .agent, sub: "dup-agent", sessions: ["d"])
-        let afterRestart = try agent.publish("d", id: "once", kind: "progress", data: ["v": 1])
-        #expect(afterRestart.int("seq") == 1 && afterRestart["duplicate"] as? Bool == true, "\(afterRestart)")
-        var seqs: [String: Int] = [:]
-        var survived = 0
-        for i in 1...50 {
-            let r = try agent.publish("d", id: "fly-\(i)", kind: "progress", data: ["i": i])
-            if r["duplicate"] as? Bool == true { survived += 1 }
-            seqs["fly-\(i)"] = r.int("seq")
+        let crashing = try GatewayUnderTest.launch(dataDir: dir, environment: ["GATEWAY_LOG_LEVEL": "warning"])
+        try await crashing.use { child in
+            let agent = try await Peer.connect(port: child.port, role: .agent, sub: "dup-agent", sessions: ["d"])
+            let first = try agent.publish("d", id: "once", kind: "progress", data: ["v": 1])
+            #expect(first.int("seq") == 1 && first["duplicate"] == nil)
+            let again = try agent.publish("d", id: "once", kind: "progress", data: ["v": "different data, same id"])
+            #expect(again.int("seq") == 1 && again["duplicate"] as? Bool == true)
+            var wire: [UInt8] = []
+            for i in 1...50 { wire += Frames.text(#"{"type":"publish","session":"d","id":"fly-\#(i)","kind":"progress","data":{"i":\#(i)}}"#) }
+            try agent.ws.sendRaw(wire)
+            usleep(UInt32.random(in: 0...3000))  // kill while the batch is being read, stored or acked
+            try child.kill()
         }
-        for i in 1...50 {
-            let r = try agent.publish("d", id: "fly-\(i)", kind: "progress", data: ["i": i])
-            #expect(r["duplicate"] as? Bool == true && r.int("seq") == seqs["fly-\(i)"], "fly-\(i): \(r)")
+        try await withGatewayProcess(dataDir: dir, environment: ["GATEWAY_LOG_LEVEL": "warning"]) { child in
+            let agent = try await Peer.connect(port: child.port, role: .agent, sub: "dup-agent", sessions: ["d"])
+            let afterRestart = try agent.publish("d", id: "once", kind: "progress", data: ["v": 1])
+            #expect(afterRestart.int("seq") == 1 && afterRestart["duplicate"] as? Bool == true, "\(afterRestart)")
+            var seqs: [String: Int] = [:]
+            var survived = 0
+            for i in 1...50 {
+                let r = try agent.publish("d", id: "fly-\(i)", kind: "progress", data: ["i": i])
+                if r["duplicate"] as? Bool == true { survived += 1 }
+                seqs["fly-\(i)"] = r.int("seq")
+            }
+            for i in 1...50 {
+                let r = try agent.publish("d", id: "fly-\(i)", kind: "progress", data: ["i": i])
+                #expect(r["duplicate"] as? Bool == true && r.int("seq") == seqs["fly-\(i)"], "fly-\(i): \(r)")
+            }
+            // Another subject reusing the id is a new event, not someone else's ack.
+            let other = try await Peer.connect(port: child.port, role: .agent, sub: "other-agent", sessions: ["d"])
+            #expect(try other.publish("d", id: "once", kind: "progress").int("seq") == 52)
+            let op = try await Peer.connect(port: child.port, role: .operator, sub: "ops", sessions: [])
+            #expect(try op.join("d", since: 0).int("head") == 52)
+            var ids: [String] = []
+            for _ in 1...52 { ids.append(try op.next(type: "event").string("id") ?? "") }
+            #expect(Set(ids.dropLast()).count == 51 && ids.first == "once", "each id stored once")
+            Report.line("T10 duplicate across kill -9: same seq; \(survived)/50 in-flight publishes had been stored before the kill, all 50 stored exactly once after retry")
         }
-        // Another subject reusing the id is a new event, not someone else's ack.
-        let other = try await FaultPeers.connect(port: child.port, role: .agent, sub: "other-agent", sessions: ["d"])
-        #expect(try other.publish("d", id: "once", kind: "progress").int("seq") == 52)
-        let op = try await FaultPeers.connect(port: child.port, role: .operator, sub: "ops", sessions: [])
-        #expect(try op.join("d", since: 0).int("head") == 52)
-        var ids: [String] = []
-        for _ in 1...52 { ids.append(try op.next(type: "event").string("id") ?? "") }
-        #expect(Set(ids.dropLast()).count == 51 && ids.first == "once", "each id stored once")
-        Report.line("T10 duplicate across kill -9: same seq; \(survived)/50 in-flight publishes had been stored before the kill, all 50 stored exactly once after retry")
     }
 
     // MARK: T4 bit flip in the middle
@@ -268,11 +274,11 @@ struct GatewayFaultTests {
     @Test func t04_bitFlipInTheMiddle() async throws {
         let dir = TestDirs.make("fault-flip")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var gw = try await TestGateway.start(dataDir: dir)
+        var gw = try await GatewayUnderTest.start(dataDir: dir)
         let agent = try await gw.client(.agent, sub: "w", sessions: ["m"])
         for i in 1...20 { _ = try agent.publish("m", id: "m\(i)", kind: "progress", data: ["marker": "MARK-\(i)-END"]) }
         let epoch = try agent.join("m").string("epoch")
-        await gw.stop()
+        try await gw.stop()
         let segment = try #require(try FileManager.default.contentsOfDirectory(atPath: dir).first { $0.hasSuffix(".tlog") })
         let path = dir + "/" + segment
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
@@ -281,13 +287,13 @@ struct GatewayFaultTests {
         bytes[at + 5] ^= 0x01  // "MARK-10-END" -> "MARK-00-END"
         try Data(bytes).write(to: URL(fileURLWithPath: path))
         do {
-            let started = try await TestGateway.start(dataDir: dir)
-            await started.stop()
+            let started = try await GatewayUnderTest.start(dataDir: dir)
+            try await started.stop()
             Issue.record("the gateway started on a log with mid-log damage")
         } catch {
             #expect("\(error)".contains("corrupted") && "\(error)".contains(segment), "start error: \(error)")
         }
-        gw = try await TestGateway.start(dataDir: dir, settings: ["storage.skip_damaged_records": "true"])
+        gw = try await GatewayUnderTest.start(dataDir: dir, settings: ["storage.skip_damaged_records": "true"])
         let op = try await gw.client(.operator, sub: "ops")
         let j = try op.join("m", since: 0)
         #expect(j.int("head") == 20 && j.string("epoch") == epoch, "\(j)")
@@ -299,7 +305,7 @@ struct GatewayFaultTests {
             #expect(m == "MARK-\(ev.int("seq") ?? -1)-END", "altered data served: \(String(describing: m))")
         }
         #expect(!served.contains(10) && served == served.sorted() && served.count >= 18, "served \(served)")
-        await gw.stop()
+        try await gw.stop()
         Report.line("T4 bit flip in record 10 of 20: start refused naming \(segment); with skip_damaged_records served \(served.count) records, seq 10 never served")
     }
 
@@ -325,7 +331,7 @@ struct GatewayFaultTests {
         try Data(repeating: 0x42, count: 384 * 1024).write(to: URL(fileURLWithPath: ballast))
         let dataDir = mnt + "/data"
         let settings = ["storage.segment_max_bytes": "1048576", "limits.max_message_bytes": "16384"]
-        var gw = try await TestGateway.start(dataDir: dataDir, settings: settings)
+        var gw = try await GatewayUnderTest.start(dataDir: dataDir, settings: settings)
         let agent = try await gw.client(.agent, sub: "filler", sessions: ["full"])
         let watcher = try await gw.client(.user, sub: "watcher", sessions: ["full"])
         _ = try watcher.join("full")
@@ -384,17 +390,17 @@ struct GatewayFaultTests {
         let dup = try agent.publish("full", id: "f1", kind: "progress", data: 0)
         #expect(dup["duplicate"] as? Bool == true && dup.int("seq") == 1)
         for i in (acked.count - refused.count + 1)...acked.count { #expect(try watcher.next(type: "event").int("seq") == i) }
-        await gw.stop()
+        try await gw.stop()
 
         let report = try TranscriptLog.verify(directory: dataDir)
         #expect(report.damage.isEmpty && report.recovery.truncatedBytes == 0, "verify: \(report)")
-        gw = try await TestGateway.start(dataDir: dataDir, settings: settings)
+        gw = try await GatewayUnderTest.start(dataDir: dataDir, settings: settings)
         let after = try await gw.client(.operator, sub: "after")
         #expect(try after.join("full", since: 0).int("head") == acked.count)
         var replayed: [String] = []
         for _ in 0..<acked.count { replayed.append(try after.next(type: "event").string("id") ?? "") }
         #expect(replayed == acked, "the restarted log holds exactly the acked events, in order")
-        await gw.stop()
+        try await gw.stop()
         Report.line("T6 ENOSPC on a 2 MiB tmpfs: \(acked.count - refused.count) events stored before full, \(refused.count) refused with unavailable (\(firstError)), 0 acks lost; writes resumed \(resumeMs) ms after freeing space; restart verified clean with \(acked.count) events")
     }
 
@@ -405,77 +411,77 @@ struct GatewayFaultTests {
     /// ... with no gap or duplicate through the replay/live switch-over.
     @Test func t11_replayLiveRace() async throws {
         let perPublisher = Self.long ? 5000 : 1000
-        let gw = try await TestGateway.start()
-        defer { Task { await gw.stopAndRemove() } }
-        let total = 3 * perPublisher
-        var publishers: [Peer] = []
-        for i in 0..<3 { publishers.append(try await gw.client(.agent, sub: "racer-\(i)", sessions: ["race"])) }
-        let done = Flag()
-        let failures = Failures()
-        let threads = publishers.enumerated().map { (i, p) in
-            BackgroundThread {
-                var outstanding = 0, sentCount = 0
-                do {
-                    while sentCount < perPublisher || outstanding > 0 {
-                        var wire: [UInt8] = []
-                        while outstanding < 32 && sentCount < perPublisher {
-                            sentCount += 1
-                            outstanding += 1
-                            wire += Frames.text(#"{"type":"publish","session":"race","id":"p\#(i)-\#(sentCount)","kind":"progress","data":{"p":\#(i),"n":\#(sentCount)}}"#)
+        try await withGateway { gw in
+            let total = 3 * perPublisher
+            var publishers: [Peer] = []
+            for i in 0..<3 { publishers.append(try await gw.client(.agent, sub: "racer-\(i)", sessions: ["race"])) }
+            let done = Flag()
+            let failures = Failures()
+            let threads = publishers.enumerated().map { (i, p) in
+                BackgroundThread {
+                    var outstanding = 0, sentCount = 0
+                    do {
+                        while sentCount < perPublisher || outstanding > 0 {
+                            var wire: [UInt8] = []
+                            while outstanding < 32 && sentCount < perPublisher {
+                                sentCount += 1
+                                outstanding += 1
+                                wire += Frames.text(#"{"type":"publish","session":"race","id":"p\#(i)-\#(sentCount)","kind":"progress","data":{"p":\#(i),"n":\#(sentCount)}}"#)
+                            }
+                            if !wire.isEmpty { try p.ws.sendRaw(wire) }
+                            let r = try p.next(timeout: .seconds(20))
+                            if r.string("type") != "ack" { failures.add("publisher \(i): \(r)") }
+                            outstanding -= 1
                         }
-                        if !wire.isEmpty { try p.ws.sendRaw(wire) }
-                        let r = try p.next(timeout: .seconds(20))
-                        if r.string("type") != "ack" { failures.add("publisher \(i): \(r)") }
-                        outstanding -= 1
-                    }
-                } catch { failures.add("publisher \(i): \(error)") }
-            }
-        }
-        let doneWatcher = BackgroundThread {
-            for t in threads { t.join() }
-            done.set()
-        }
-        let started = ContinuousClock.now
-        var joins = 0, delivered = 0, liveAfterHead = 0
-        var reader = try await gw.client(.user, sub: "reader", sessions: ["race"])
-        var knownHead = 0
-        while !done.isSet || joins < 4 {
-            if joins % 3 == 2 {
-                reader.close()
-                reader = try await gw.client(.user, sub: "reader", sessions: ["race"])
-            }
-            let since = Int.random(in: 0...knownHead)
-            try reader.send(["type": "join", "session": "race", "since": since])
-            let joined = try reader.next(type: "joined", timeout: .seconds(10))  // frames of the previous subscription are skipped
-            #expect(joined["reset"] == nil && joined["trimmed"] == nil)
-            let head = joined.int("head") ?? 0
-            let target = min(total, max(head, since) + (done.isSet ? 0 : 100))
-            var expected = since + 1
-            while expected <= target {
-                let ev = try reader.next(timeout: .seconds(10))
-                guard ev.string("type") == "event" else { continue }
-                guard ev.int("seq") == expected else {
-                    Issue.record("join \(joins) since \(since) head \(head): got seq \(String(describing: ev.int("seq"))) where \(expected) was due")
-                    break
+                    } catch { failures.add("publisher \(i): \(error)") }
                 }
-                if expected > head { liveAfterHead += 1 }
-                expected += 1
-                delivered += 1
             }
-            knownHead = max(knownHead, target)
-            joins += 1
+            let doneWatcher = BackgroundThread {
+                for t in threads { t.join() }
+                done.set()
+            }
+            let started = ContinuousClock.now
+            var joins = 0, delivered = 0, liveAfterHead = 0
+            var reader = try await gw.client(.user, sub: "reader", sessions: ["race"])
+            var knownHead = 0
+            while !done.isSet || joins < 4 {
+                if joins % 3 == 2 {
+                    reader.close()
+                    reader = try await gw.client(.user, sub: "reader", sessions: ["race"])
+                }
+                let since = Int.random(in: 0...knownHead)
+                try reader.send(["type": "join", "session": "race", "since": since])
+                let joined = try reader.next(type: "joined", timeout: .seconds(10))  // frames of the previous subscription are skipped
+                #expect(joined["reset"] == nil && joined["trimmed"] == nil)
+                let head = joined.int("head") ?? 0
+                let target = min(total, max(head, since) + (done.isSet ? 0 : 100))
+                var expected = since + 1
+                while expected <= target {
+                    let ev = try reader.next(timeout: .seconds(10))
+                    guard ev.string("type") == "event" else { continue }
+                    guard ev.int("seq") == expected else {
+                        Issue.record("join \(joins) since \(since) head \(head): got seq \(String(describing: ev.int("seq"))) where \(expected) was due")
+                        break
+                    }
+                    if expected > head { liveAfterHead += 1 }
+                    expected += 1
+                    delivered += 1
+                }
+                knownHead = max(knownHead, target)
+                joins += 1
+            }
+            doneWatcher.join()
+            #expect(failures.all.isEmpty, "\(failures.all.prefix(5))")
+            // A final full read: exactly 1...total, then nothing.
+            let last = try await gw.client(.user, sub: "final", sessions: ["race"])
+            #expect(try last.join("race", since: 0).int("head") == total)
+            for seq in 1...total {
+                let ev = try last.next(type: "event")
+                if ev.int("seq") != seq { Issue.record("final read: \(String(describing: ev.int("seq"))) at \(seq)"); break }
+            }
+            #expect(try last.expectSilence() == nil)
+            Report.line("T11 \(total) events from 3 pipelined publishers; \(joins) joins with random since delivered \(delivered) events (\(liveAfterHead) live past the join's head), 0 gaps/duplicates, \(Probe.ms(ContinuousClock.now - started)) ms")
         }
-        doneWatcher.join()
-        #expect(failures.all.isEmpty, "\(failures.all.prefix(5))")
-        // A final full read: exactly 1...total, then nothing.
-        let last = try await gw.client(.user, sub: "final", sessions: ["race"])
-        #expect(try last.join("race", since: 0).int("head") == total)
-        for seq in 1...total {
-            let ev = try last.next(type: "event")
-            if ev.int("seq") != seq { Issue.record("final read: \(String(describing: ev.int("seq"))) at \(seq)"); break }
-        }
-        #expect(try last.expectSilence() == nil)
-        Report.line("T11 \(total) events from 3 pipelined publishers; \(joins) joins with random since delivered \(delivered) events (\(liveAfterHead) live past the join's head), 0 gaps/duplicates, \(Probe.ms(ContinuousClock.now - started)) ms")
     }
 
     // MARK: T13 epoch and retention
@@ -506,7 +512,7 @@ struct GatewayFaultTests {
         try log.close()
         #expect(removed > 0 && first > 1, "retention removed \(removed) segments, first held \(first)")
 
-        var gw = try await TestGateway.start(dataDir: dir)
+        var gw = try await GatewayUnderTest.start(dataDir: dir)
         let u = try await gw.client(.user, sub: "u", sessions: ["t", "empty"])
         func expectReplay(from start: Int, _ label: String) throws {
             for seq in start...300 {
@@ -549,27 +555,15 @@ struct GatewayFaultTests {
         j = try u.join("empty", since: 5, epoch: epoch)
         #expect(j["reset"] as? Bool == true && j.int("head") == 0)
         #expect(try u.expectSilence(for: .milliseconds(150)) == nil)
-        await gw.stop()
+        try await gw.stop()
         // The epoch belongs to the log: the same after a restart, and a resume with it is not a reset.
-        gw = try await TestGateway.start(dataDir: dir)
+        gw = try await GatewayUnderTest.start(dataDir: dir)
         let v = try await gw.client(.user, sub: "v", sessions: ["t"])
         j = try v.join("t", since: 290, epoch: epoch)
         #expect(j.string("epoch") == epoch && j["reset"] == nil)
         for seq in 291...300 { #expect(try v.next(type: "event").int("seq") == seq) }
-        await gw.stop()
+        try await gw.stop()
         Report.line("T13 retention removed \(removed) segments (first held \(first) of 300); trimmed/reset/bad_request cases all exact; epoch stable across restart")
-    }
-}
-
-/// Connections to a child gateway by port.
-enum FaultPeers {
-    static func connect(port: Int, role: Role, sub: String, sessions: [String]) async throws -> Peer {
-        let token = try await TokenMinter.hs256(
-            secret: TestGateway.secretForTests, sub: sub, role: role, sessions: sessions, tier: nil, ttlSeconds: 3600)
-        let p = Peer(try WebSocketClient.connect(url: "ws://127.0.0.1:\(port)/v1/ws"))
-        try p.send(["type": "hello", "token": token])
-        _ = try p.next(type: "welcome")
-        return p
     }
 }
 

@@ -3,6 +3,7 @@ import GatewayAuth
 import GatewayClient
 import GatewayTesting
 import Testing
+import TranscriptLogTesting
 
 /// Least privilege (docs/reliability.md, "Least privilege"): the real `gateway` binary runs with only its data
 /// directory writable, as an unprivileged user without capabilities, with no_new_privs and the kernel's
@@ -97,19 +98,12 @@ struct LeastPrivilegeTests {
     static func launchSandboxed(dataDir: String, mdwe: Bool, output: String) throws -> Sandboxed {
         var command = ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", sandboxScript, "sandbox", dataDir]
         if mdwe, let python = which("python3") { command += [python, "-c", mdweWrapper] }
-        command.append(ProcessTests.gatewayBinary)
+        command.append(BuiltProduct.gateway)
         let runner = try ProcessRunner(
             executable: which("unshare")!, arguments: command,
-            environment: [
-                "GATEWAY_AUTH_HS256_SECRET": TestGateway.secretForTests,
-                "GATEWAY_LISTEN_HOST": "127.0.0.1",
-                "GATEWAY_LISTEN_PORT": "0",
-                "GATEWAY_DATA_DIR": dataDir,
-                "GATEWAY_FSYNC": "always",
-                "GATEWAY_LOG_LEVEL": "info",
-                "LP_UID": String(sandboxUID),
-                "LP_REPO": repoRoot,
-            ], outputDirectory: output)
+            environment: GatewayEnvironment.variables(
+                dataDir: dataDir, logLevel: "info", extra: ["LP_UID": String(sandboxUID), "LP_REPO": repoRoot]),
+            outputDirectory: output)
         do {
             let port = try runner.waitForListeningPort(timeout: .seconds(20))
             return Sandboxed(runner: runner, port: port)
@@ -177,10 +171,10 @@ struct LeastPrivilegeTests {
         #expect(rw == [dir], "read-write mounts in the gateway's namespace: \(rw)")
         #expect(mounts.count > 3)
 
-        let agent = try await ProcessTests.connect(port: gw.port, role: .agent, sub: "worker", sessions: ["lp"])
+        let agent = try await Peer.connect(port: gw.port, role: .agent, sub: "worker", sessions: ["lp"])
         let ack = try agent.publish("lp", id: "lp-1", kind: "progress", data: ["step": 1])
         #expect(ack.string("type") == "ack" && ack.int("seq") == 1, "ack: \(ack)")
-        let reader = try await ProcessTests.connect(port: gw.port, role: .operator, sub: "ops", sessions: [])
+        let reader = try await Peer.connect(port: gw.port, role: .operator, sub: "ops", sessions: [])
         _ = try reader.join("lp", since: 0)
         let ev = try reader.next(type: "event")
         #expect(ev.string("id") == "lp-1")
@@ -196,11 +190,11 @@ struct LeastPrivilegeTests {
 
         // 2. Restart in a fresh sandbox: the event is there, and appends continue.
         let gw2 = try Self.launchSandboxed(dataDir: dir, mdwe: mdwe, output: output)
-        let reader2 = try await ProcessTests.connect(port: gw2.port, role: .operator, sub: "ops", sessions: [])
+        let reader2 = try await Peer.connect(port: gw2.port, role: .operator, sub: "ops", sessions: [])
         let joined = try reader2.join("lp", since: 0)
         #expect(joined.int("head") == 1)
         #expect(try reader2.next(type: "event").string("id") == "lp-1")
-        let agent2 = try await ProcessTests.connect(port: gw2.port, role: .agent, sub: "worker", sessions: ["lp"])
+        let agent2 = try await Peer.connect(port: gw2.port, role: .agent, sub: "worker", sessions: ["lp"])
         #expect(try agent2.publish("lp", id: "lp-2").int("seq") == 2)
         agent2.close()
         reader2.close()
@@ -208,7 +202,7 @@ struct LeastPrivilegeTests {
         _ = try gw2.runner.wait(timeout: .seconds(10))
         // 3. kill -9 in the sandbox loses nothing either.
         let gw3 = try Self.launchSandboxed(dataDir: dir, mdwe: mdwe, output: output)
-        let reader3 = try await ProcessTests.connect(port: gw3.port, role: .operator, sub: "ops", sessions: [])
+        let reader3 = try await Peer.connect(port: gw3.port, role: .operator, sub: "ops", sessions: [])
         #expect(try reader3.join("lp", since: 0).int("head") == 2)
         reader3.close()
         try gw3.runner.terminate()
@@ -231,11 +225,10 @@ struct LeastPrivilegeTests {
         chmod(dir, 0o755)
         let runner = try ProcessRunner(
             executable: Self.which("unshare")!,
-            arguments: ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", Self.sandboxScript, "sandbox", dir, ProcessTests.gatewayBinary],
-            environment: [
-                "GATEWAY_AUTH_HS256_SECRET": TestGateway.secretForTests, "GATEWAY_LISTEN_HOST": "127.0.0.1",
-                "GATEWAY_LISTEN_PORT": "0", "GATEWAY_DATA_DIR": dir, "LP_UID": String(Self.sandboxUID), "LP_REPO": Self.repoRoot,
-            ], outputDirectory: output)
+            arguments: ["--mount", "--propagation", "private", "--", "/bin/sh", "-c", Self.sandboxScript, "sandbox", dir, BuiltProduct.gateway],
+            environment: GatewayEnvironment.variables(
+                dataDir: dir, fsync: nil, extra: ["LP_UID": String(Self.sandboxUID), "LP_REPO": Self.repoRoot]),
+            outputDirectory: output)
         let status = try runner.wait(timeout: .seconds(20))
         #expect(status != .exited(0))
         let err = runner.stderr()
@@ -295,7 +288,7 @@ struct LeastPrivilegeTests {
         let dir = TestDirs.make("unit")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let text = try String(contentsOfFile: Self.unitPath, encoding: .utf8)
-            .replacingOccurrences(of: "/opt/samokoder-gateway/bin/gateway", with: ProcessTests.gatewayBinary)
+            .replacingOccurrences(of: "/opt/samokoder-gateway/bin/gateway", with: BuiltProduct.gateway)
         let copy = dir + "/samokoder-gateway.service"
         try text.write(toFile: copy, atomically: true, encoding: .utf8)
         let (status, out, err) = try Self.run(Self.systemdAnalyze!, ["verify", copy])

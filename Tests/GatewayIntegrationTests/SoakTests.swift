@@ -4,6 +4,7 @@ import GatewayClient
 import GatewayTesting
 import Synchronization
 import Testing
+import TranscriptLogTesting
 import TranscriptLog
 
 #if canImport(Glibc)
@@ -113,8 +114,8 @@ final class ChildGateway: @unchecked Sendable {
     let workDir: String
     let tls: TestCertificates.Paths
     let extraEnv: [String: String]
-    private let state = Mutex<(runner: ProcessRunner?, ws: Int, wss: Int)>((nil, 0, 0))
-    private let old = Mutex<[ProcessRunner]>([])
+    private let state = Mutex<(gateway: GatewayUnderTest?, ws: Int, wss: Int)>((nil, 0, 0))
+    private let old = Mutex<[GatewayUnderTest]>([])
 
     init(extraEnv: [String: String] = [:]) throws {
         workDir = TestDirs.make("soak")
@@ -126,11 +127,11 @@ final class ChildGateway: @unchecked Sendable {
 
     /// The gateway under test: the debug build next to the test bundle, or GATEWAY_SOAK_BINARY (e.g. a release
     /// build, for load figures: `swift build -c release --product gateway`).
-    static let binary = ProcessInfo.processInfo.environment["GATEWAY_SOAK_BINARY"] ?? ProcessTests.gatewayBinary
+    static let binary = ProcessInfo.processInfo.environment["GATEWAY_SOAK_BINARY"] ?? BuiltProduct.gateway
 
     var ports: (ws: Int, wss: Int) { state.withLock { ($0.ws, $0.wss) } }
-    var pid: pid_t? { state.withLock { $0.runner?.pid } }
-    var runner: ProcessRunner? { state.withLock { $0.runner } }
+    var pid: pid_t? { state.withLock { $0.gateway?.process?.pid } }
+    var runner: ProcessRunner? { state.withLock { $0.gateway?.process } }
     var wsURL: String { "ws://127.0.0.1:\(ports.ws)/v1/ws" }
     var wssURL: String { "wss://127.0.0.1:\(ports.wss)/v1/ws" }
 
@@ -142,57 +143,42 @@ final class ChildGateway: @unchecked Sendable {
             """
         let configPath = workDir + "/gateway.json"
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
-        var env = [
-            "GATEWAY_AUTH_HS256_SECRET": TestGateway.secretForTests,
-            "GATEWAY_DATA_DIR": dataDir,
-            "GATEWAY_FSYNC": "always",
-            "GATEWAY_LOG_LEVEL": "info",
-            "GATEWAY_LIMITS_MAX_CONNECTIONS_PER_SUB": "4",
-        ]
+        var env = ["GATEWAY_LIMITS_MAX_CONNECTIONS_PER_SUB": "4"]
         for (k, v) in extraEnv { env[k] = v }
-        let runner = try ProcessRunner(
-            executable: Self.binary, arguments: ["--config", configPath], environment: env,
-            outputDirectory: workDir)
-        var found: (Int, Int) = (0, 0)
-        do {
-            _ = try runner.waitForLine(timeout: .seconds(20)) { _ in
-                for line in runner.stdout().split(separator: "\n") where line.contains("listening") {
-                    let port = ProcessRunner.listeningPort(in: String(line)) ?? 0
-                    if line.contains("url=wss://") { found.1 = port } else if line.contains("url=ws://") { found.0 = port }
-                }
-                return found.0 > 0 && found.1 > 0
-            }
-        } catch {
-            try? runner.kill()
-            _ = try? runner.wait(timeout: .seconds(5))
-            throw GatewayTestingError.processFailed("gateway did not start: \(error); stderr: \(runner.stderr().suffix(2000))")
-        }
-        state.withLock { $0 = (runner, found.0, found.1) }
+        let gateway = try GatewayUnderTest.launch(
+            dataDir: dataDir, port: nil, environment: env, executable: Self.binary, arguments: ["--config", configPath],
+            listeners: 2, timeout: .seconds(20))
+        let wsPort = gateway.listeners.first { !$0.tls }?.port ?? 0
+        let wssPort = gateway.listeners.first { $0.tls }?.port ?? 0
+        state.withLock { $0 = (gateway, wsPort, wssPort) }
     }
 
     func kill9() throws {
-        guard let r = runner else { return }
-        try r.kill()
-        _ = try r.wait(timeout: .seconds(10))
-        old.withLock { $0.append(r) }
+        guard let gateway = state.withLock({ $0.gateway }) else { return }
+        try gateway.kill()
+        state.withLock { $0.gateway = nil }
+        old.withLock { $0.append(gateway) }
     }
 
-    func stop() {
-        guard let r = runner else { return }
-        try? r.terminate()
-        if (try? r.wait(timeout: .seconds(15))) == nil {
-            try? r.kill()
-            _ = try? r.wait(timeout: .seconds(5))
-        }
-        state.withLock { $0.runner = nil }
-        old.withLock { $0.append(r) }
+    /// SIGTERM and the exit (bounded); throws if the gateway did not exit with status 0.
+    func stop() throws {
+        guard let gateway = state.withLock({ $0.gateway }) else { return }
+        state.withLock { $0.gateway = nil }
+        old.withLock { $0.append(gateway) }
+        try gateway.terminate()
     }
 
     /// Everything the gateway processes wrote to stderr.
-    func stderr() -> String { (old.withLock { $0 } + [runner].compactMap { $0 }).map { $0.stderr() }.joined(separator: "\n") }
+    func stderr() -> String {
+        let all = old.withLock { $0 } + [state.withLock { $0.gateway }].compactMap { $0 }
+        return all.compactMap { $0.process?.stderr() }.joined(separator: "\n")
+    }
 
+    /// Stops the gateway (a failure was already reported by an explicit ``stop()``), then removes every
+    /// directory.
     func remove() {
-        stop()
+        try? stop()
+        for gateway in old.withLock({ $0 }) { gateway.remove() }
         try? FileManager.default.removeItem(atPath: workDir)
     }
 }
@@ -251,26 +237,12 @@ func percentile(_ xs: [UInt32], _ p: Double) -> Double {
     return Double(s[min(s.count - 1, Int(Double(s.count) * p))]) / 1000
 }
 
-/// Connects, says hello, waits for welcome. Throws on anything else.
+/// Connects, says hello, waits for welcome (``Peer/connect(url:token:tls:options:timeout:)``). Throws on anything
+/// else.
 func soakConnect(url: String, token: String, receiveBuffer: Int? = nil) throws -> WebSocketClient {
     var options = WebSocketClientOptions()
     if let receiveBuffer { options.receiveBufferSize = receiveBuffer }
-    let ws = try WebSocketClient.connect(
-        url: url, tls: url.hasPrefix("wss") ? .insecure() : nil, options: options, timeout: .seconds(5))
-    do {
-        try ws.sendText(#"{"type":"hello","token":"\#(token)"}"#)
-        while true {
-            switch try ws.receive(timeout: .seconds(5)) {
-            case .text(let t) where Wire.type(t) == "welcome": return ws
-            case .close(let code, let reason):
-                throw GatewayClientError.unexpectedMessage("closed \(code.map(String.init) ?? "-") \(reason) before welcome")
-            default: continue
-            }
-        }
-    } catch {
-        ws.close()
-        throw error
-    }
+    return try Peer.connect(url: url, token: token, tls: url.hasPrefix("wss") ? .insecure() : nil, options: options).ws
 }
 
 /// FNV-1a over (seq, id) pairs in order: a reader's view of a session, compared with the log's.
@@ -562,33 +534,6 @@ struct SoakResult {
     var summary = ""
 }
 
-/// Writes `perSession` small events into each session with the log library itself (before the gateway opens the
-/// directory), 10,000 distinct ids per session filling its dedupe window. Bounded: one batch of up to 1,000 events
-/// per append.
-func seedLog(directory: String, sessions: [String], perSession: Int) throws {
-    var options = TranscriptLogOptions(directory: directory)
-    options.fsync = .never
-    let log = try TranscriptLog.open(options)
-    let data = Array(#"{"seed":true}"#.utf8)
-    let now = Int64(Date().timeIntervalSince1970 * 1_000)
-    var batch: [AppendRequest] = []
-    batch.reserveCapacity(1_000)
-    for n in 0..<perSession {
-        for s in sessions {
-            batch.append(
-                AppendRequest(
-                    session: s, id: "seed-\(n)", kind: "progress", sub: "seeder", role: "agent", timestampMs: now, data: data))
-            if batch.count == 1_000 {
-                _ = try log.append(batch)
-                batch.removeAll(keepingCapacity: true)
-            }
-        }
-    }
-    if !batch.isEmpty { _ = try log.append(batch) }
-    try log.sync()
-    try log.close()
-}
-
 /// Runs one load profile against a child gateway: readers, publishers, reconnects, optional kill -9 schedule,
 /// then drains and checks every session against the log.
 func runSoak(_ p: SoakProfile, label: String) async throws -> SoakResult {
@@ -602,7 +547,7 @@ func runSoak(_ p: SoakProfile, label: String) async throws -> SoakResult {
     defer { gw.remove() }
     let sessions = (0..<p.sessions).map { "soak-\($0)" }
     let seed = UInt64(p.seedPerSession)
-    if seed > 0 { try seedLog(directory: gw.dataDir, sessions: sessions, perSession: p.seedPerSession) }
+    if seed > 0 { try TranscriptSeed.fill(directory: gw.dataDir, sessions: sessions, perSession: p.seedPerSession) }
     try gw.start()
     let sampler = ProcSampler(gw)
     let stopPublishers = StopFlag()
@@ -614,7 +559,7 @@ func runSoak(_ p: SoakProfile, label: String) async throws -> SoakResult {
         sampler.stop()
     }
     let book = AckBook()
-    let secret = TestGateway.secretForTests
+    let secret = GatewayEnvironment.secret
 
     // Publishers: sessions spread round-robin.
     var publishers: [SoakPublisher] = []
@@ -726,6 +671,7 @@ func runSoak(_ p: SoakProfile, label: String) async throws -> SoakResult {
         while r.finished.wait(timeout: .now()) == .timedOut { try await Task.sleep(for: .milliseconds(20)) }
     }
     sampler.stop()
+    try gw.stop()  // SIGTERM: the gateway must drain and exit 0
 
     // Acked events: every one in the log under the same seq.
     let acks = book.acks
@@ -810,7 +756,7 @@ struct SoakTests {
         defer { gw.remove() }
         try gw.start()
         let sampler = ProcSampler(gw)
-        let secret = TestGateway.secretForTests
+        let secret = GatewayEnvironment.secret
         let stopPub = StopFlag()
         let stopReaders = StopFlag()
         defer {
@@ -875,6 +821,7 @@ struct SoakTests {
             while r.finished.wait(timeout: .now()) == .timedOut { try await Task.sleep(for: .milliseconds(20)) }
         }
         sampler.stop()
+        try gw.stop()  // SIGTERM: the gateway must drain and exit 0
 
         let base = readers.flatMap { $0.latencies.filter { $0.t >= warm && $0.t < slowStart }.map(\.us) }
         let during = readers.flatMap { $0.latencies.filter { $0.t >= slowStart && $0.t < slowEnd }.map(\.us) }

@@ -6,13 +6,11 @@ import Foundation
 import Glibc
 import Testing
 import TranscriptLog
+import TranscriptLogTesting
 
 @Suite struct CrashTests {
     /// The helper binary sits next to the test bundle in the build directory.
-    static var childPath: String {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
-        return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("transcript-crash-child").path
-    }
+    static var childPath: String { BuiltProduct.path("transcript-crash-child") }
 
     @Test func killNineDuringAppends() throws {
         let child = Self.childPath

@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 import Testing
 import TranscriptLog
+import TranscriptLogTesting
 
 /// Runs `body` with a new empty directory and removes it afterwards (also when `body` throws).
 func withTemporaryDirectory<R>(_ body: (String) throws -> R) throws -> R {
@@ -25,18 +26,12 @@ func testOptions(_ dir: String, fsync: FsyncPolicy = .never, segmentMaxBytes: In
     return o
 }
 
-/// A deterministic event: n selects id, data and time.
+/// A deterministic event: n selects id, data and time (``TranscriptSeed/event(_:_:id:kind:sub:role:timestampMs:data:dataBytes:)``).
 func event(_ session: String, _ n: Int, sub: String = "agent-1", dataBytes: Int = 40) -> AppendRequest {
-    AppendRequest(
-        session: session, id: "m-\(n)", kind: "chat.message", sub: sub, role: "agent", timestampMs: 1_700_000_000_000 + Int64(n),
-        data: eventData(n, dataBytes))
+    TranscriptSeed.event(session, n, sub: sub, dataBytes: dataBytes)
 }
 
-func eventData(_ n: Int, _ bytes: Int) -> [UInt8] {
-    let head = Array("{\"n\":\(n),\"t\":\"".utf8)
-    let pad = max(0, bytes - head.count - 2)
-    return head + [UInt8](repeating: UInt8(0x61 + n % 26), count: pad) + Array("\"}".utf8)
-}
+func eventData(_ n: Int, _ bytes: Int) -> [UInt8] { TranscriptSeed.data(n, bytes: bytes) }
 
 /// Bytes a record of `r` takes on disk (docs/transcript-format.md: 18-byte header, 19 fixed payload bytes).
 func recordSize(_ r: AppendRequest) -> Int {
