@@ -274,11 +274,11 @@ struct GatewayFaultTests {
     @Test func t04_bitFlipInTheMiddle() async throws {
         let dir = TestDirs.make("fault-flip")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var gw = try await GatewayUnderTest.start(dataDir: dir)
-        let agent = try await gw.client(.agent, sub: "w", sessions: ["m"])
-        for i in 1...20 { _ = try agent.publish("m", id: "m\(i)", kind: "progress", data: ["marker": "MARK-\(i)-END"]) }
-        let epoch = try agent.join("m").string("epoch")
-        try await gw.stop()
+        let epoch = try await withGateway(dataDir: dir) { gw in
+            let agent = try await gw.client(.agent, sub: "w", sessions: ["m"])
+            for i in 1...20 { _ = try agent.publish("m", id: "m\(i)", kind: "progress", data: ["marker": "MARK-\(i)-END"]) }
+            return try agent.join("m").string("epoch")
+        }
         let segment = try #require(try FileManager.default.contentsOfDirectory(atPath: dir).first { $0.hasSuffix(".tlog") })
         let path = dir + "/" + segment
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
@@ -287,25 +287,25 @@ struct GatewayFaultTests {
         bytes[at + 5] ^= 0x01  // "MARK-10-END" -> "MARK-00-END"
         try Data(bytes).write(to: URL(fileURLWithPath: path))
         do {
-            let started = try await GatewayUnderTest.start(dataDir: dir)
-            try await started.stop()
+            try await withGateway(dataDir: dir) { _ in }
             Issue.record("the gateway started on a log with mid-log damage")
         } catch {
             #expect("\(error)".contains("corrupted") && "\(error)".contains(segment), "start error: \(error)")
         }
-        gw = try await GatewayUnderTest.start(dataDir: dir, settings: ["storage.skip_damaged_records": "true"])
-        let op = try await gw.client(.operator, sub: "ops")
-        let j = try op.join("m", since: 0)
-        #expect(j.int("head") == 20 && j.string("epoch") == epoch, "\(j)")
-        var served: [Int] = []
-        while let ev = try op.expectSilence(for: .milliseconds(300)) {
-            if ev.string("type") != "event" { continue }
-            served.append(ev.int("seq") ?? -1)
-            let m = (ev["data"] as? [String: Any])?["marker"] as? String
-            #expect(m == "MARK-\(ev.int("seq") ?? -1)-END", "altered data served: \(String(describing: m))")
+        let served = try await withGateway(dataDir: dir, settings: ["storage.skip_damaged_records": "true"]) { gw in
+            let op = try await gw.client(.operator, sub: "ops")
+            let j = try op.join("m", since: 0)
+            #expect(j.int("head") == 20 && j.string("epoch") == epoch, "\(j)")
+            var served: [Int] = []
+            while let ev = try op.expectSilence(for: .milliseconds(300)) {
+                if ev.string("type") != "event" { continue }
+                served.append(ev.int("seq") ?? -1)
+                let m = (ev["data"] as? [String: Any])?["marker"] as? String
+                #expect(m == "MARK-\(ev.int("seq") ?? -1)-END", "altered data served: \(String(describing: m))")
+            }
+            return served
         }
         #expect(!served.contains(10) && served == served.sorted() && served.count >= 18, "served \(served)")
-        try await gw.stop()
         Report.line("T4 bit flip in record 10 of 20: start refused naming \(segment); with skip_damaged_records served \(served.count) records, seq 10 never served")
     }
 
@@ -331,76 +331,78 @@ struct GatewayFaultTests {
         try Data(repeating: 0x42, count: 384 * 1024).write(to: URL(fileURLWithPath: ballast))
         let dataDir = mnt + "/data"
         let settings = ["storage.segment_max_bytes": "1048576", "limits.max_message_bytes": "16384"]
-        var gw = try await GatewayUnderTest.start(dataDir: dataDir, settings: settings)
-        let agent = try await gw.client(.agent, sub: "filler", sessions: ["full"])
-        let watcher = try await gw.client(.user, sub: "watcher", sessions: ["full"])
-        _ = try watcher.join("full")
-        let pad = String(repeating: "d", count: 3000)
         var acked: [String] = []
         var refused: [String] = []
         var firstError = ""
-        var n = 0
-        while refused.isEmpty && n < 2000 {
-            n += 1
-            let r = try agent.publish("full", id: "f\(n)", kind: "progress", data: ["n": n, "pad": pad])
-            if r.string("type") == "ack" {
-                #expect(r.int("seq") == acked.count + 1)
-                acked.append("f\(n)")
-            } else {
-                #expect(r.string("code") == "unavailable" && r.string("ref") == "f\(n)", "\(r)")
-                firstError = r.string("message") ?? ""
+        var resumeMs = 0
+        try await withGateway(dataDir: dataDir, settings: settings) { gw in
+            let agent = try await gw.client(.agent, sub: "filler", sessions: ["full"])
+            let watcher = try await gw.client(.user, sub: "watcher", sessions: ["full"])
+            _ = try watcher.join("full")
+            let pad = String(repeating: "d", count: 3000)
+            var n = 0
+            while refused.isEmpty && n < 2000 {
+                n += 1
+                let r = try agent.publish("full", id: "f\(n)", kind: "progress", data: ["n": n, "pad": pad])
+                if r.string("type") == "ack" {
+                    #expect(r.int("seq") == acked.count + 1)
+                    acked.append("f\(n)")
+                } else {
+                    #expect(r.string("code") == "unavailable" && r.string("ref") == "f\(n)", "\(r)")
+                    firstError = r.string("message") ?? ""
+                    refused.append("f\(n)")
+                }
+            }
+            #expect(!refused.isEmpty, "the disk never filled")
+            #expect(firstError.contains("diskFull") && firstError.contains("not stored"), "message: \(firstError)")
+            // Still full: more refusals, no ack; the gateway is up and serves reads.
+            for _ in 0..<5 {
+                n += 1
+                let r = try agent.publish("full", id: "f\(n)", kind: "progress", data: ["n": n, "pad": pad])
+                #expect(r.string("code") == "unavailable", "\(r)")
                 refused.append("f\(n)")
             }
-        }
-        #expect(!refused.isEmpty, "the disk never filled")
-        #expect(firstError.contains("diskFull") && firstError.contains("not stored"), "message: \(firstError)")
-        // Still full: more refusals, no ack; the gateway is up and serves reads.
-        for _ in 0..<5 {
-            n += 1
-            let r = try agent.publish("full", id: "f\(n)", kind: "progress", data: ["n": n, "pad": pad])
-            #expect(r.string("code") == "unavailable", "\(r)")
-            refused.append("f\(n)")
-        }
-        #expect(Probe.healthy(gw.port))
-        #expect((Probe.metric(gw.port, "gateway_storage_errors_total") ?? 0) >= 6)
-        // Degraded health (G6): alive, but not ready while the log refuses writes.
-        let degraded = try RawHTTP.get(host: "127.0.0.1", port: gw.port, path: "/readyz")
-        #expect(degraded.status == 503 && String(decoding: degraded.body, as: UTF8.self).contains("degraded"))
-        var seen: [Int] = []
-        for _ in 0..<acked.count { seen.append(try watcher.next(type: "event").int("seq") ?? -1) }
-        #expect(seen == Array(1...acked.count))
-        #expect(try watcher.expectSilence() == nil, "nothing refused was fanned out")
-        let reader = try await gw.client(.operator, sub: "reader")
-        #expect(try reader.join("full", since: 0).int("head") == acked.count)
-        for (i, id) in acked.enumerated() { #expect(try reader.next(type: "event").string("id") == id, "replay at \(i + 1)") }
-        let tail = try reader.join("full", since: acked.count - 3)
-        #expect(tail["reset"] == nil)
-        for i in (acked.count - 2)...acked.count { #expect(try reader.next(type: "event").int("seq") == i) }
+            #expect(Probe.healthy(gw.port))
+            #expect((Probe.metric(gw.port, "gateway_storage_errors_total") ?? 0) >= 6)
+            // Degraded health (G6): alive, but not ready while the log refuses writes.
+            let degraded = try RawHTTP.get(host: "127.0.0.1", port: gw.port, path: "/readyz")
+            #expect(degraded.status == 503 && String(decoding: degraded.body, as: UTF8.self).contains("degraded"))
+            var seen: [Int] = []
+            for _ in 0..<acked.count { seen.append(try watcher.next(type: "event").int("seq") ?? -1) }
+            #expect(seen == Array(1...acked.count))
+            #expect(try watcher.expectSilence() == nil, "nothing refused was fanned out")
+            let reader = try await gw.client(.operator, sub: "reader")
+            #expect(try reader.join("full", since: 0).int("head") == acked.count)
+            for (i, id) in acked.enumerated() { #expect(try reader.next(type: "event").string("id") == id, "replay at \(i + 1)") }
+            let tail = try reader.join("full", since: acked.count - 3)
+            #expect(tail["reset"] == nil)
+            for i in (acked.count - 2)...acked.count { #expect(try reader.next(type: "event").int("seq") == i) }
 
-        // Space returns: the refused ids are stored now, in order, with the next seqs.
-        try FileManager.default.removeItem(atPath: ballast)
-        let freedAt = ContinuousClock.now
-        for id in refused {
-            let r = try agent.publish("full", id: id, kind: "progress", data: ["retry": id])
-            #expect(r.string("type") == "ack" && r.int("seq") == acked.count + 1 && r["duplicate"] == nil, "\(id): \(r)")
-            acked.append(id)
+            // Space returns: the refused ids are stored now, in order, with the next seqs.
+            try FileManager.default.removeItem(atPath: ballast)
+            let freedAt = ContinuousClock.now
+            for id in refused {
+                let r = try agent.publish("full", id: id, kind: "progress", data: ["retry": id])
+                #expect(r.string("type") == "ack" && r.int("seq") == acked.count + 1 && r["duplicate"] == nil, "\(id): \(r)")
+                acked.append(id)
+            }
+            resumeMs = Probe.ms(ContinuousClock.now - freedAt)
+            #expect(try RawHTTP.get(host: "127.0.0.1", port: gw.port, path: "/readyz").status == 200, "ready again")
+            let dup = try agent.publish("full", id: "f1", kind: "progress", data: 0)
+            #expect(dup["duplicate"] as? Bool == true && dup.int("seq") == 1)
+            for i in (acked.count - refused.count + 1)...acked.count { #expect(try watcher.next(type: "event").int("seq") == i) }
         }
-        let resumeMs = Probe.ms(ContinuousClock.now - freedAt)
-        #expect(try RawHTTP.get(host: "127.0.0.1", port: gw.port, path: "/readyz").status == 200, "ready again")
-        let dup = try agent.publish("full", id: "f1", kind: "progress", data: 0)
-        #expect(dup["duplicate"] as? Bool == true && dup.int("seq") == 1)
-        for i in (acked.count - refused.count + 1)...acked.count { #expect(try watcher.next(type: "event").int("seq") == i) }
-        try await gw.stop()
 
         let report = try TranscriptLog.verify(directory: dataDir)
         #expect(report.damage.isEmpty && report.recovery.truncatedBytes == 0, "verify: \(report)")
-        gw = try await GatewayUnderTest.start(dataDir: dataDir, settings: settings)
-        let after = try await gw.client(.operator, sub: "after")
-        #expect(try after.join("full", since: 0).int("head") == acked.count)
-        var replayed: [String] = []
-        for _ in 0..<acked.count { replayed.append(try after.next(type: "event").string("id") ?? "") }
+        let replayed = try await withGateway(dataDir: dataDir, settings: settings) { gw in
+            let after = try await gw.client(.operator, sub: "after")
+            #expect(try after.join("full", since: 0).int("head") == acked.count)
+            var replayed: [String] = []
+            for _ in 0..<acked.count { replayed.append(try after.next(type: "event").string("id") ?? "") }
+            return replayed
+        }
         #expect(replayed == acked, "the restarted log holds exactly the acked events, in order")
-        try await gw.stop()
         Report.line("T6 ENOSPC on a 2 MiB tmpfs: \(acked.count - refused.count) events stored before full, \(refused.count) refused with unavailable (\(firstError)), 0 acks lost; writes resumed \(resumeMs) ms after freeing space; restart verified clean with \(acked.count) events")
     }
 
@@ -512,57 +514,57 @@ struct GatewayFaultTests {
         try log.close()
         #expect(removed > 0 && first > 1, "retention removed \(removed) segments, first held \(first)")
 
-        var gw = try await GatewayUnderTest.start(dataDir: dir)
-        let u = try await gw.client(.user, sub: "u", sessions: ["t", "empty"])
-        func expectReplay(from start: Int, _ label: String) throws {
-            for seq in start...300 {
-                let ev = try u.next(type: "event")
-                guard ev.int("seq") == seq, ev.string("id") == "t\(seq)" else {
-                    Issue.record("\(label): got \(String(describing: ev.int("seq"))) where \(seq) was due")
-                    return
+        try await withGateway(dataDir: dir) { gw in
+            let u = try await gw.client(.user, sub: "u", sessions: ["t", "empty"])
+            func expectReplay(from start: Int, _ label: String) throws {
+                for seq in start...300 {
+                    let ev = try u.next(type: "event")
+                    guard ev.int("seq") == seq, ev.string("id") == "t\(seq)" else {
+                        Issue.record("\(label): got \(String(describing: ev.int("seq"))) where \(seq) was due")
+                        return
+                    }
                 }
+                #expect(try u.expectSilence(for: .milliseconds(150)) == nil, "\(label): nothing after the head")
             }
-            #expect(try u.expectSilence(for: .milliseconds(150)) == nil, "\(label): nothing after the head")
+            var j = try u.join("t", since: 0, epoch: epoch)
+            #expect(j["trimmed"] as? Bool == true && j.int("first") == first && j["reset"] == nil && j.int("head") == 300, "\(j)")
+            try expectReplay(from: first, "since 0 (pruned)")
+            j = try u.join("t", since: first - 1, epoch: epoch)
+            #expect(j["trimmed"] == nil && j["reset"] == nil)
+            try expectReplay(from: first, "since first-1")
+            j = try u.join("t", since: first + 10, epoch: epoch)
+            #expect(j["trimmed"] == nil && j["reset"] == nil)
+            try expectReplay(from: first + 11, "since first+10")
+            j = try u.join("t", since: 300, epoch: epoch)
+            #expect(j["trimmed"] == nil && j["reset"] == nil)
+            #expect(try u.expectSilence(for: .milliseconds(150)) == nil)
+            j = try u.join("t", since: 305, epoch: epoch)
+            #expect(j["reset"] as? Bool == true && j["first"] == nil && j["trimmed"] == nil, "\(j)")
+            try expectReplay(from: first, "since > head")
+            j = try u.join("t", since: 150, epoch: "ffffffffffffffff")
+            #expect(j["reset"] as? Bool == true && j.string("epoch") == epoch, "\(j)")
+            try expectReplay(from: first, "wrong epoch")
+            for bad in ["-1", "-9223372036854775808", "\"150\"", "150.5", "1.5e2", "true", "[150]", "{\"n\":1}", "18446744073709551616", "0x10"] {
+                try u.sendRaw(#"{"type":"join","session":"t","since":\#(bad),"epoch":"\#(epoch)"}"#)
+                let r = try u.next()
+                #expect(r.string("type") == "error" && r.string("code") == "bad_request", "since \(bad): \(r)")
+                #expect(try u.expectSilence(for: .milliseconds(100)) == nil, "since \(bad): no joined, no events")
+            }
+            try u.sendRaw(#"{"type":"join","session":"t","since":null,"epoch":"ffffffffffffffff"}"#)
+            j = try u.next()
+            #expect(j.string("type") == "joined" && j["reset"] == nil && j["trimmed"] == nil, "since null = live only: \(j)")
+            #expect(try u.expectSilence(for: .milliseconds(150)) == nil)
+            j = try u.join("empty", since: 5, epoch: epoch)
+            #expect(j["reset"] as? Bool == true && j.int("head") == 0)
+            #expect(try u.expectSilence(for: .milliseconds(150)) == nil)
         }
-        var j = try u.join("t", since: 0, epoch: epoch)
-        #expect(j["trimmed"] as? Bool == true && j.int("first") == first && j["reset"] == nil && j.int("head") == 300, "\(j)")
-        try expectReplay(from: first, "since 0 (pruned)")
-        j = try u.join("t", since: first - 1, epoch: epoch)
-        #expect(j["trimmed"] == nil && j["reset"] == nil)
-        try expectReplay(from: first, "since first-1")
-        j = try u.join("t", since: first + 10, epoch: epoch)
-        #expect(j["trimmed"] == nil && j["reset"] == nil)
-        try expectReplay(from: first + 11, "since first+10")
-        j = try u.join("t", since: 300, epoch: epoch)
-        #expect(j["trimmed"] == nil && j["reset"] == nil)
-        #expect(try u.expectSilence(for: .milliseconds(150)) == nil)
-        j = try u.join("t", since: 305, epoch: epoch)
-        #expect(j["reset"] as? Bool == true && j["first"] == nil && j["trimmed"] == nil, "\(j)")
-        try expectReplay(from: first, "since > head")
-        j = try u.join("t", since: 150, epoch: "ffffffffffffffff")
-        #expect(j["reset"] as? Bool == true && j.string("epoch") == epoch, "\(j)")
-        try expectReplay(from: first, "wrong epoch")
-        for bad in ["-1", "-9223372036854775808", "\"150\"", "150.5", "1.5e2", "true", "[150]", "{\"n\":1}", "18446744073709551616", "0x10"] {
-            try u.sendRaw(#"{"type":"join","session":"t","since":\#(bad),"epoch":"\#(epoch)"}"#)
-            let r = try u.next()
-            #expect(r.string("type") == "error" && r.string("code") == "bad_request", "since \(bad): \(r)")
-            #expect(try u.expectSilence(for: .milliseconds(100)) == nil, "since \(bad): no joined, no events")
-        }
-        try u.sendRaw(#"{"type":"join","session":"t","since":null,"epoch":"ffffffffffffffff"}"#)
-        j = try u.next()
-        #expect(j.string("type") == "joined" && j["reset"] == nil && j["trimmed"] == nil, "since null = live only: \(j)")
-        #expect(try u.expectSilence(for: .milliseconds(150)) == nil)
-        j = try u.join("empty", since: 5, epoch: epoch)
-        #expect(j["reset"] as? Bool == true && j.int("head") == 0)
-        #expect(try u.expectSilence(for: .milliseconds(150)) == nil)
-        try await gw.stop()
         // The epoch belongs to the log: the same after a restart, and a resume with it is not a reset.
-        gw = try await GatewayUnderTest.start(dataDir: dir)
-        let v = try await gw.client(.user, sub: "v", sessions: ["t"])
-        j = try v.join("t", since: 290, epoch: epoch)
-        #expect(j.string("epoch") == epoch && j["reset"] == nil)
-        for seq in 291...300 { #expect(try v.next(type: "event").int("seq") == seq) }
-        try await gw.stop()
+        try await withGateway(dataDir: dir) { gw in
+            let v = try await gw.client(.user, sub: "v", sessions: ["t"])
+            let j = try v.join("t", since: 290, epoch: epoch)
+            #expect(j.string("epoch") == epoch && j["reset"] == nil)
+            for seq in 291...300 { #expect(try v.next(type: "event").int("seq") == seq) }
+        }
         Report.line("T13 retention removed \(removed) segments (first held \(first) of 300); trimmed/reset/bad_request cases all exact; epoch stable across restart")
     }
 }
