@@ -3,7 +3,7 @@
 // Module graph (docs/architecture.md, "Modules"):
 //   leaves: CCRC32C <- TranscriptLog (the log); GatewayProtocol (frames); GatewayAuth (JWT, jwt-kit)
 //   GatewayConfig -> GatewayAuth, TranscriptLog (their settings types, one per concept)
-//   CLWS (C shim over Debian's libwebsockets) <- GatewayCore (Transport/ Sessions/ Storage/ HTTP/) <- `gateway`
+//   CLWS (C shim over Debian's libwebsockets), CHiredis (Debian's hiredis, cluster mode) <- GatewayCore (Transport/ Sessions/ Storage/ HTTP/) <- `gateway`
 //   `gatewayctl` (operators' CLI) -> GatewayAuth, GatewayConfig, TranscriptLog, GatewayProtocol, the WebSocket client
 //   `gateway-loadtest` (loadtest/) -> GatewayAuth, CLoadTest; benches: transcript-bench, protocol-bench
 import PackageDescription
@@ -39,6 +39,8 @@ let package = Package(
         ),
         // OpenSSL for the test/CLI WebSocket client (wss).
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        // hiredis 0.14 (Debian) for cluster mode: the blocking API on the Redis engine's own threads.
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
 
         // The append-only transcript log: no dependency on the gateway or libwebsockets.
         .target(name: "TranscriptLog", dependencies: ["CCRC32C"], swiftSettings: swiftSettings),
@@ -63,7 +65,7 @@ let package = Package(
         .target(
             name: "GatewayCore",
             dependencies: [
-                "CLWS", "TranscriptLog", "GatewayProtocol", "GatewayAuth", "GatewayConfig",
+                "CLWS", "CHiredis", "TranscriptLog", "GatewayProtocol", "GatewayAuth", "GatewayConfig",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],

@@ -23,6 +23,13 @@ extension GatewayConfiguration {
         add("storage.retention_max_age_seconds", optional(retentionMaxAgeSeconds))
         add("storage.retention_max_total_bytes", optional(retentionMaxTotalBytes))
         add("storage.skip_damaged_records", "\(skipDamagedRecords)")
+        add("storage.engine", storageEngine.rawValue)
+        add("redis.url", "\(redis.endpoint)")
+        add("redis.key_prefix", redis.keyPrefix)
+        add("redis.require_fsync", "\(redis.requireFsync)")
+        add("redis.timeout_seconds", "\(redis.timeoutSeconds)")
+        add("redis.dedupe_window", "\(redis.dedupeWindow)")
+        add("cluster.node_id", optional(nodeID))
         add("auth.hs256_secret", auth.hs256Secret == nil ? "none" : "<redacted>")
         add("auth.hs256_kid", optional(auth.hs256KeyID))
         for (index, key) in auth.publicKeys.enumerated() {

@@ -45,13 +45,17 @@ extension GatewayConfiguration {
             }
             if !value.isEmpty { env[name] = value }
         }
-        if let canonical = env["GATEWAY_STORAGE_FSYNC"], let alias = env["GATEWAY_FSYNC"], canonical != alias {
-            throw GatewayConfigError(
-                key: "storage.fsync",
-                environmentVariables: ["GATEWAY_STORAGE_FSYNC", "GATEWAY_FSYNC"],
-                message:
-                    "storage.fsync is set twice with different values: GATEWAY_STORAGE_FSYNC=\(canonical) and GATEWAY_FSYNC=\(alias)"
-            )
+        // A key with two environment spellings (canonical and short alias) must not get two different values.
+        for (key, canonicalName, aliasName) in [
+            ("cluster.node_id", "GATEWAY_CLUSTER_NODE_ID", "GATEWAY_NODE_ID"),
+            ("storage.fsync", "GATEWAY_STORAGE_FSYNC", "GATEWAY_FSYNC"),
+        ] {
+            if let canonical = env[canonicalName], let alias = env[aliasName], canonical != alias {
+                throw GatewayConfigError(
+                    key: key, environmentVariables: [canonicalName, aliasName],
+                    message: "\(key) is set twice with different values: \(canonicalName)=\(canonical) and \(aliasName)=\(alias)"
+                )
+            }
         }
 
         // Overrides are fed through an EnvironmentVariablesProvider (unprefixed names) so that their string
@@ -78,10 +82,14 @@ extension GatewayConfiguration {
                 secretsSpecifier: .specific(["AUTH_HS256_SECRET"])
             ),
             environmentProvider.prefixKeys(with: "gateway"),
-            // The short alias GATEWAY_FSYNC for storage.fsync; every other key maps to its canonical name again.
+            // The short aliases GATEWAY_FSYNC for storage.fsync and GATEWAY_NODE_ID for cluster.node_id; every other
+            // key maps to its canonical name again.
             environmentProvider.mapKeys { key in
-                key.components == ["storage", "fsync"]
-                    ? AbsoluteConfigKey(["gateway", "fsync"]) : key.prepending("gateway")
+                switch key.components {
+                case ["storage", "fsync"]: AbsoluteConfigKey(["gateway", "fsync"])
+                case ["cluster", "node_id"]: AbsoluteConfigKey(["gateway", "node_id"])
+                default: key.prepending("gateway")
+                }
             },
             InMemoryProvider(name: file.source, values: file.scalars),
         ])
@@ -267,6 +275,28 @@ struct ValueResolver {
             $0 == 0 ? nil : $0
         }
         config.skipDamagedRecords = try await bool("storage.skip_damaged_records") ?? false
+
+        // Cluster mode (storage.engine = redis).
+        config.storageEngine = StorageEngine(rawValue: try await string("storage.engine") ?? "local") ?? .local
+        var redis = RedisSettings()
+        if let url = try await string("redis.url") {
+            guard let endpoint = RedisSettings.Endpoint(url: url) else {
+                throw invalid(descriptor("redis.url"), "expected redis://HOST:PORT[/DB] (no user, password or TLS)")
+            }
+            redis.endpoint = endpoint
+        }
+        redis.keyPrefix = try await string("redis.key_prefix") ?? redis.keyPrefix
+        guard !redis.keyPrefix.contains(where: { $0 == "{" || $0 == "}" || $0 == " " }) else {
+            throw invalid(descriptor("redis.key_prefix"), "must not contain braces or spaces (keys are hash-tagged by session)")
+        }
+        redis.requireFsync = try await bool("redis.require_fsync") ?? redis.requireFsync
+        redis.timeoutSeconds = try await double("redis.timeout_seconds") ?? redis.timeoutSeconds
+        redis.dedupeWindow = try await int("redis.dedupe_window") ?? redis.dedupeWindow
+        config.redis = redis
+        config.nodeID = try await string("cluster.node_id")
+        if let node = config.nodeID, !node.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == ".") }) || (config.nodeID?.count ?? 0) > 64 {
+            throw invalid(descriptor("cluster.node_id"), "expected 1-64 characters of A-Z a-z 0-9 . _ -", value: node)
+        }
 
         // Auth.
         var auth = AuthConfiguration()

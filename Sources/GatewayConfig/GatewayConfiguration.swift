@@ -50,6 +50,12 @@ public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible
     public var eventLoop: String
     /// `GATEWAY_*` environment variables that matched no key (likely typos); the gateway should warn about them.
     public var unrecognizedEnvironmentVariables: [String]
+    /// `storage.engine`: `local` (the embedded transcript log, one node; the default) or `redis` (cluster mode).
+    public var storageEngine: StorageEngine = .local
+    /// `redis.*`: the Redis server of cluster mode (used only with `storage.engine = redis`).
+    public var redis = RedisSettings()
+    /// `cluster.node_id` (env `GATEWAY_NODE_ID`): this node's name in the cluster; `nil` = a random id per start.
+    public var nodeID: String? = nil
 
     /// The configuration that ``load(configFile:environment:overrides:)`` yields with no file and no
     /// overrides, except that ``AuthConfiguration/hs256Secret`` is `nil` here (it has no default).
@@ -240,5 +246,80 @@ public struct OriginSettings: Sendable, Equatable {
     public var allowList: [String] = []
 
     /// Creates settings with an empty allow-list.
+    public init() {}
+}
+
+/// `storage.engine`.
+public enum StorageEngine: String, Sendable, Equatable {
+    /// The embedded transcript log on local disk (one node).
+    case local
+    /// Redis shared by every node (cluster mode, docs/scaling.md).
+    case redis
+}
+
+/// `redis.*`: where cluster mode keeps sessions.
+public struct RedisSettings: Sendable, Equatable {
+    /// A parsed `redis://HOST:PORT[/DB]`.
+    public struct Endpoint: Sendable, Equatable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+        public var database: Int
+
+        public init(host: String, port: Int, database: Int = 0) {
+            self.host = host
+            self.port = port
+            self.database = database
+        }
+
+        /// Parses `redis://HOST:PORT[/DB]` (`[v6]` hosts allowed); nil for anything else (credentials, TLS, paths).
+        public init?(url: String) {
+            guard url.hasPrefix("redis://") else { return nil }
+            var rest = Substring(url.dropFirst("redis://".count))
+            var database = 0
+            if let slash = rest.firstIndex(of: "/") {
+                let db = rest[rest.index(after: slash)...]
+                rest = rest[..<slash]
+                if !db.isEmpty {
+                    guard let n = Int(db), (0...15).contains(n) else { return nil }
+                    database = n
+                }
+            }
+            guard !rest.contains("@") else { return nil }
+            var host: Substring
+            var portText: Substring = "6379"
+            if rest.hasPrefix("[") {
+                guard let close = rest.firstIndex(of: "]") else { return nil }
+                host = rest[rest.index(after: rest.startIndex)..<close]
+                let after = rest[rest.index(after: close)...]
+                if !after.isEmpty {
+                    guard after.hasPrefix(":") else { return nil }
+                    portText = after.dropFirst()
+                }
+            } else if let colon = rest.lastIndex(of: ":") {
+                host = rest[..<colon]
+                portText = rest[rest.index(after: colon)...]
+            } else {
+                host = rest
+            }
+            guard !host.isEmpty, let port = Int(portText), (1...65_535).contains(port) else { return nil }
+            self.init(host: String(host), port: port, database: database)
+        }
+
+        public var description: String { "redis://\(host.contains(":") ? "[\(host)]" : host):\(port)/\(database)" }
+    }
+
+    /// `redis.url` (env `GATEWAY_REDIS_URL`), default `redis://127.0.0.1:6379`.
+    public var endpoint = Endpoint(host: "127.0.0.1", port: 6379)
+    /// `redis.key_prefix` (env `GATEWAY_REDIS_KEY_PREFIX`), default `gw`: gateways with different prefixes on one
+    /// Redis share nothing.
+    public var keyPrefix = "gw"
+    /// `redis.require_fsync`: refuse to write unless the server runs `appendonly yes` + `appendfsync always`
+    /// (otherwise only a warning is logged).
+    public var requireFsync = false
+    /// `redis.timeout_seconds`: connect and command timeout of every Redis connection.
+    public var timeoutSeconds = 2.0
+    /// `redis.dedupe_window`: publish ids remembered per session (at least this many of the latest).
+    public var dedupeWindow = 10_000
+
     public init() {}
 }

@@ -69,6 +69,11 @@ public final class GatewayServer: @unchecked Sendable {
     var lastHousekeepingNs: UInt64 = 0
     var ready = false
     var storageDegraded = false
+    /// Joins waiting for the store, per session (cluster mode), in arrival order.
+    var pendingJoins: [String: [PendingJoin]] = [:]
+    /// How long a join may wait for the store before it is answered `unavailable`.
+    var joinTimeoutNs: UInt64 { UInt64((config.redis.timeoutSeconds * 2 + 1) * 1e9) }
+    var lastMembersPublishNs: UInt64 = 0
     var usesEventLib: Bool { config.eventLoop == "libev" }
     /// Set when the context was destroyed from inside the event-library loop (how an evlib loop is stopped).
     var destroyedInLoop = false
@@ -84,7 +89,13 @@ public final class GatewayServer: @unchecked Sendable {
         } catch {
             throw GatewayStartError("auth configuration: \(error)")
         }
-        let store = try LocalEventStore.open(configuration: configuration, fileIO: fileIO, metrics: metrics, logger: logger)
+        let store: any EventStore
+        switch configuration.storageEngine {
+        case .local:
+            store = try LocalEventStore.open(configuration: configuration, fileIO: fileIO, metrics: metrics, logger: logger)
+        case .redis:
+            store = try RedisEventStore.open(configuration: configuration, metrics: metrics, logger: logger)
+        }
         self.store = store
         self.webAssets = WebAssets(root: configuration.webRoot)
         io = ConnectionIO(outboundCap: configuration.limits.outboundBufferBytes, metrics: metrics, logger: logger)
@@ -93,6 +104,7 @@ public final class GatewayServer: @unchecked Sendable {
             store: store, table: table, io: io, chunkEvents: configuration.limits.replayChunkEvents,
             outboundCap: configuration.limits.outboundBufferBytes, logger: logger)
         fanOut = FanOut(table: table, io: io, replay: replay)
+        table.onIdle = { [store] session in store.sessionIdle(session: session) }
     }
 
     /// Binds every configured listener, starts the storage, ticker and service threads, and returns once
@@ -277,8 +289,8 @@ public final class GatewayServer: @unchecked Sendable {
     /// Called on every wake-up of the loop (EVENT_WAIT_CANCELLED): drains committed results,
     /// then runs deadlines at most every 200 ms.
     func onWake() {
-        let results = store.takeResults()
-        if !results.isEmpty { handleCommitted(results) }
+        let updates = store.takeResults()
+        if !updates.isEmpty { handleUpdates(updates) }
 
         let now = MonotonicClock.nowNs()
         if now - lastHousekeepingNs >= 200_000_000 {
@@ -318,6 +330,15 @@ public final class GatewayServer: @unchecked Sendable {
             }
         }
         metrics.outboundQueueBytes.set(Double(total))
+        if !pendingJoins.isEmpty {
+            for session in Array(pendingJoins.keys) {
+                failPendingJoins(session: session, reason: "timeout") { $0.deadlineNs > now }
+            }
+        }
+        if now - lastMembersPublishNs >= 1_000_000_000 {
+            lastMembersPublishNs = now
+            store.publishMembers(localMembers())
+        }
         metrics.storageQueueDepth.set(Double(store.queuedCount))
         flushCounters()
         if draining { continueDraining(now) }
@@ -360,7 +381,25 @@ public final class GatewayServer: @unchecked Sendable {
         }
     }
 
-    var isReady: Bool { ready && !draining && !storageDegraded }
+    var isReady: Bool { ready && !draining && !storageDegraded && store.isAvailable }
+
+    /// Subscribers of every live session on this node, by role.
+    func localMembers() -> [String: MemberCounts] {
+        var out: [String: MemberCounts] = [:]
+        for (id, live) in table.live {
+            var c = MemberCounts()
+            for sub in live.subscribers.values {
+                switch sub.connection.principal?.role {
+                case .user: c.users += 1
+                case .agent: c.agents += 1
+                case .operator: c.operators += 1
+                case nil: break
+                }
+            }
+            out[id] = c
+        }
+        return out
+    }
     /// Set while the log refuses writes (disk full): `/readyz` answers 503 until a write succeeds again.
 }
 

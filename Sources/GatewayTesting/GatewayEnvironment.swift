@@ -16,6 +16,11 @@ public enum GatewayEnvironment {
     ///   - secret: `GATEWAY_AUTH_HS256_SECRET`, or `nil` for none (keys from a configuration file only).
     ///   - tlsDir: A directory with `cert.pem` and `key.pem` (``TestCertificates``): `GATEWAY_TLS_CERT`/`_KEY`.
     ///   - extra: More variables; they override the ones above.
+    ///
+    /// With `SAMOKODER_TEST_REDIS_URL` set in the test's environment (scripts/test.sh sets it for its cluster-mode
+    /// pass), every gateway under test runs in cluster mode on that Redis, with a key prefix derived from its data
+    /// directory: gateways of different tests share nothing, and a gateway restarted on the same directory finds
+    /// its sessions again.
     public static func variables(
         dataDir: String, host: String? = "127.0.0.1", port: Int? = 0, fsync: String? = "always",
         logLevel: String? = nil, secret: String? = GatewayEnvironment.secret, tlsDir: String? = nil,
@@ -31,7 +36,28 @@ public enum GatewayEnvironment {
             env["GATEWAY_TLS_CERT"] = tlsDir + "/cert.pem"
             env["GATEWAY_TLS_KEY"] = tlsDir + "/key.pem"
         }
+        if let url = redisURL {
+            env["GATEWAY_STORAGE_ENGINE"] = "redis"
+            env["GATEWAY_REDIS_URL"] = url
+            env["GATEWAY_REDIS_KEY_PREFIX"] = redisPrefix(forDataDir: dataDir)
+        }
         for (key, value) in extra { env[key] = value }
         return env
+    }
+
+    /// `SAMOKODER_TEST_REDIS_URL`: run every gateway under test in cluster mode on this Redis (nil: local engine).
+    public static var redisURL: String? {
+        let url = ProcessInfo.processInfo.environment["SAMOKODER_TEST_REDIS_URL"] ?? ""
+        return url.isEmpty ? nil : url
+    }
+
+    /// A Redis key prefix unique to a data directory (FNV-1a of its path).
+    public static func redisPrefix(forDataDir dir: String) -> String {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in dir.utf8 {
+            h ^= UInt64(b)
+            h = h &* 0x100_0000_01b3
+        }
+        return "t" + String(h, radix: 16)
     }
 }

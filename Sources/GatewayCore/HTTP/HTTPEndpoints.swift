@@ -21,7 +21,12 @@ extension GatewayServer {
             return respond(wsi, status: 200, body: "ok\n")
         case "/readyz":
             if isReady { return respond(wsi, status: 200, body: "ready\n") }
-            let why = draining ? "draining\n" : storageDegraded ? "degraded: storage refuses writes\n" : "starting\n"
+            let why =
+                draining
+                ? "draining\n"
+                : storageDegraded
+                    ? "degraded: storage refuses writes\n"
+                    : !store.isAvailable ? "unavailable: storage unreachable\n" : "starting\n"
             return respond(wsi, status: 503, body: why)
         case "/metrics" where config.metricsEnabled:
             flushCounters()
@@ -64,30 +69,30 @@ extension GatewayServer {
         return out
     }
 
-    /// `GET /v1/sessions`: live sessions with subscribers by role, head seq and last event time.
+    /// `GET /v1/sessions`: sessions with subscribers by role (of every node in cluster mode), head seq and last
+    /// event time.
     func sessionsJSON() -> [UInt8] {
+        var members = localMembers()
+        if let others = store.clusterMembers() {
+            for (session, counts) in others { members[session] = (members[session] ?? MemberCounts()) + counts }
+        }
         var out: [UInt8] = Array(#"{"sessions":["#.utf8)
         var first = true
-        for (id, live) in table.live.sorted(by: { $0.key < $1.key }) {
-            var users = 0, agents = 0, operators = 0
-            for sub in live.subscribers.values {
-                switch sub.connection.principal?.role {
-                case .user: users += 1
-                case .agent: agents += 1
-                case .operator: operators += 1
-                case nil: break
-                }
-            }
+        for (id, counts) in members.sorted(by: { $0.key < $1.key }) {
             let summary = store.summary(session: id)
-            let lastMs = max(live.lastEventMs, summary?.lastTimestampMs ?? 0)
+            let lastMs = max(table.live[id]?.lastEventMs ?? 0, summary?.lastTimestampMs ?? 0)
+            let head = max(summary?.head ?? 0, table.ackedHead(id))
             if !first { out.append(UInt8(ascii: ",")) }
             first = false
             JSONText.appendObject(
                 into: &out,
                 [
                     ("session", .string(id)),
-                    ("subscribers", .raw(Array(#"{"user":\#(users),"agent":\#(agents),"operator":\#(operators)}"#.utf8))),
-                    ("head", .int(Int64(summary?.head ?? 0))),
+                    (
+                        "subscribers",
+                        .raw(Array(#"{"user":\#(counts.users),"agent":\#(counts.agents),"operator":\#(counts.operators)}"#.utf8))
+                    ),
+                    ("head", .int(Int64(head))),
                     ("last_event_ts", lastMs > 0 ? .string(RFC3339.format(milliseconds: lastMs)) : .null),
                 ])
         }

@@ -118,12 +118,29 @@ extension GatewayServer {
             sendError(conn, .forbidden, "this token may not join session \(j.session)", ref: nil, session: j.session)
             return
         }
-        if conn.subscriptions[j.session] == nil && conn.subscriptions.count >= config.limits.maxSessionsPerConnection {
+        if conn.subscriptions[j.session] == nil
+            && conn.subscriptions.count + conn.pendingJoins >= config.limits.maxSessionsPerConnection
+        {
             sendError(conn, .forbidden, "too many sessions joined (max \(config.limits.maxSessionsPerConnection))", ref: nil, session: j.session)
             return
         }
+        switch store.prepareJoin(session: j.session) {
+        case .ready:
+            completeJoin(conn, j, summary: store.summary(session: j.session))
+        case .pending:
+            // Cluster mode: the engine follows the session and reads its state; the join completes when
+            // `joinReady` arrives (or fails with `unavailable` after `joinTimeoutNs`).
+            conn.pendingJoins += 1
+            pendingJoins[j.session, default: []].append(
+                PendingJoin(connection: conn.id, join: j, deadlineNs: MonotonicClock.nowNs() + joinTimeoutNs))
+        case .unavailable(let e):
+            sendError(conn, .unavailable, "storage unavailable: \(e.code); retry", ref: nil, session: j.session)
+        }
+    }
+
+    /// Answers a join from the session's acked head and the store's summary (first held seq, last event time).
+    func completeJoin(_ conn: Connection, _ j: ClientFrame.Join, summary: StoreSummary?) {
         let head = table.ackedHead(j.session)
-        let summary = store.summary(session: j.session)
         let cursor = JoinCursor(
             since: j.since, epoch: j.epoch, head: head, firstHeld: summary?.firstHeld ?? (head + 1), storeEpoch: store.epoch)
         _ = table.subscribe(
@@ -136,8 +153,44 @@ extension GatewayServer {
         if cursor.catchingUp { replay.pump(conn) }
     }
 
+    /// The store answered the pending joins of `session` (in the order they came).
+    func finishPendingJoins(session: String, summary: StoreSummary?) {
+        guard let waiting = pendingJoins.removeValue(forKey: session) else { return }
+        for p in waiting {
+            guard let conn = connections[p.connection] else { continue }
+            conn.pendingJoins -= 1
+            guard conn.phase == .active else { continue }
+            completeJoin(conn, p.join, summary: summary)
+        }
+    }
+
+    /// Pending joins of `session` fail with `unavailable` (store unreachable, or no answer in time).
+    func failPendingJoins(session: String, reason: String, where keep: (PendingJoin) -> Bool = { _ in false }) {
+        guard let waiting = pendingJoins[session] else { return }
+        var kept: [PendingJoin] = []
+        for p in waiting {
+            if keep(p) {
+                kept.append(p)
+                continue
+            }
+            guard let conn = connections[p.connection] else { continue }
+            conn.pendingJoins -= 1
+            if conn.phase == .active {
+                sendError(conn, .unavailable, "storage unavailable: \(reason); retry the join", ref: nil, session: session)
+            }
+        }
+        pendingJoins[session] = kept.isEmpty ? nil : kept
+    }
+
     private func leave(_ conn: Connection, _ l: ClientFrame.Leave) {
-        guard table.unsubscribe(conn, session: l.session) else {
+        var wasPending = false
+        if var waiting = pendingJoins[l.session], let i = waiting.firstIndex(where: { $0.connection == conn.id }) {
+            waiting.remove(at: i)
+            pendingJoins[l.session] = waiting.isEmpty ? nil : waiting
+            conn.pendingJoins -= 1
+            wasPending = true
+        }
+        guard table.unsubscribe(conn, session: l.session) || wasPending else {
             sendError(conn, .notFound, "session \(l.session) is not joined", ref: nil, session: l.session)
             return
         }
@@ -193,31 +246,73 @@ extension GatewayServer {
         inFlight += 1
     }
 
-    /// Results of committed batches, in commit order: ack each publisher, then fan the event out.
-    func handleCommitted(_ results: [CommitResult]) {
-        inFlight -= results.count
-        for r in results {
-            let publisher = connections[r.connection]
-            switch r.outcome {
-            case .failure(let e):
-                storageDegraded = true
-                if let publisher {
-                    sendError(publisher, .unavailable, "storage refused the write: \(e.code); the event was not stored", ref: r.id, session: r.session)
+    /// The store's updates, in order: results of committed batches (ack each publisher, then fan the event out)
+    /// and, in cluster mode, what other nodes committed.
+    func handleUpdates(_ updates: [StoreUpdate]) {
+        for u in updates {
+            switch u {
+            case .committed(let r):
+                inFlight -= 1
+                handleCommitted(r)
+            case .remote(let session, let seq, let frame):
+                if table.committed(session: session, seq: seq) { fanOut.durable(session: session, seq: seq, frame: frame) }
+            case .head(let summary):
+                if table.committed(session: summary.session, seq: summary.head) {
+                    fanOut.headAdvanced(session: summary.session, head: summary.head)
                 }
-            case .success(.duplicate(let seq)):
-                if let publisher {
-                    metrics.duplicateAcks.increment()
-                    io.send(publisher, Wire.ack(id: r.id, session: r.session, seq: seq, duplicate: true), control: true)
+            case .joinReady(let session, let summary):
+                if let summary, table.committed(session: session, seq: summary.head) {
+                    fanOut.headAdvanced(session: session, head: summary.head)
                 }
-            case .success(.appended(let seq)):
-                table.committed(session: r.session, seq: seq)
-                storageDegraded = false
-                if let publisher {
-                    metrics.acks.increment()
-                    io.send(publisher, Wire.ack(id: r.id, session: r.session, seq: seq, duplicate: false), control: true)
-                }
-                if let frame = r.frame { fanOut.durable(session: r.session, seq: seq, frame: frame) }
+                finishPendingJoins(session: session, summary: summary)
+            case .joinFailed(let session, let error):
+                failPendingJoins(session: session, reason: error.code)
+            case .reset(let reason):
+                storeWasReset(reason)
             }
         }
     }
+
+    /// One committed (or refused) publish of this node: ack the publisher, then fan the event out.
+    private func handleCommitted(_ r: CommitResult) {
+        let publisher = connections[r.connection]
+        switch r.outcome {
+        case .failure(let e):
+            if e.degradesReadiness { storageDegraded = true }
+            if let publisher {
+                sendError(publisher, .unavailable, "storage refused the write: \(e.code); the event was not stored", ref: r.id, session: r.session)
+            }
+        case .success(.duplicate(let seq)):
+            if let publisher {
+                metrics.duplicateAcks.increment()
+                io.send(publisher, Wire.ack(id: r.id, session: r.session, seq: seq, duplicate: true), control: true)
+            }
+        case .success(.appended(let seq)):
+            let moved = table.committed(session: r.session, seq: seq)
+            storageDegraded = false
+            if let publisher {
+                metrics.acks.increment()
+                io.send(publisher, Wire.ack(id: r.id, session: r.session, seq: seq, duplicate: false), control: true)
+            }
+            if moved, let frame = r.frame { fanOut.durable(session: r.session, seq: seq, frame: frame) }
+        }
+    }
+
+    /// The store was recreated under this node (cluster mode: Redis lost its data): every client's cursor and
+    /// every head this node knows are void. Clients are closed 1012 so that they reconnect and re-join, which
+    /// answers `reset`.
+    private func storeWasReset(_ reason: String) {
+        logger.error("storage was reset under this node; closing clients so they re-join", metadata: ["reason": "\(reason)"])
+        table.resetHeads()
+        for conn in connections.values where conn.phase == .active {
+            io.close(conn, code: 1012, reason: "storage was reset; reconnect", urgent: false)
+        }
+    }
+}
+
+/// A `join` waiting for the store (cluster mode).
+struct PendingJoin {
+    var connection: ConnectionID
+    var join: ClientFrame.Join
+    var deadlineNs: UInt64
 }

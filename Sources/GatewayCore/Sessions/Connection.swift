@@ -36,6 +36,8 @@ final class Connection {
     var subscriptions: [String: Subscription] = [:]
     /// Sessions with `catchingUp == true`, for the replay pump.
     var catchingUpCount = 0
+    /// Joins waiting for the store (cluster mode); they count against `limits.max_sessions_per_connection`.
+    var pendingJoins = 0
 
     /// Frames waiting for WRITEABLE; bounded against the configured cap by ``ConnectionIO``.
     var outbound = OutboundQueue()

@@ -34,6 +34,17 @@ final class FanOut {
         }
     }
 
+    /// The session's committed head moved to `head` without frames (cluster mode: a resubscription or a periodic
+    /// check found events this node did not see): live subscribers behind it catch up from the store.
+    func headAdvanced(session: String, head: UInt64) {
+        guard let live = table.live[session] else { return }
+        for sub in live.subscribers.values where !sub.catchingUp && sub.nextSeq <= head {
+            sub.catchingUp = true
+            sub.connection.catchingUpCount += 1
+            replay.pump(sub.connection)
+        }
+    }
+
     /// An ephemeral event: to live subscribers only, dropped (counted) where it does not fit.
     func ephemeral(session: String, frame: [UInt8]) {
         guard let live = table.live[session] else { return }

@@ -35,9 +35,9 @@ final class ReplayPump {
                 conn.catchingUpCount -= 1
                 continue
             }
-            let result: ReadResult
+            let events: [StoredEvent]
             do {
-                result = try store.read(
+                events = try store.read(
                     session: session, after: sub.nextSeq - 1, limit: chunkEvents, maxBytes: max(64 * 1024, lowWater / 2))
             } catch {
                 logger.error("replay read failed", metadata: ["connection.id": "\(conn.id)", "error": "\(error)"])
@@ -46,12 +46,12 @@ final class ReplayPump {
                 conn.catchingUpCount -= 1
                 continue
             }
-            for record in result.records where record.seq >= sub.nextSeq && record.seq <= ackedHead {
-                conn.enqueue(OutboundFrame(payload: EventFrames.record(record), ephemeral: false))
-                sub.nextSeq = record.seq + 1
+            for event in events where event.seq >= sub.nextSeq && event.seq <= ackedHead {
+                conn.enqueue(OutboundFrame(payload: event.frame, ephemeral: false))
+                sub.nextSeq = event.seq + 1
                 delivered += 1
             }
-            if result.records.isEmpty || sub.nextSeq > ackedHead {
+            if events.isEmpty || sub.nextSeq > ackedHead {
                 sub.catchingUp = false
                 conn.catchingUpCount -= 1
             }

@@ -20,8 +20,10 @@ final class SessionTable {
     /// Seeded from the store at start; every later commit passes through ``committed(session:seq:)`` in order.
     private var ackedHeads: [String: UInt64] = [:]
     private let metrics: GatewayMetrics
+    /// Called when a session's last local member left (the store may stop following it).
+    var onIdle: (String) -> Void = { _ in }
 
-    init(seedHeads: [SessionSummary], metrics: GatewayMetrics) {
+    init(seedHeads: [StoreSummary], metrics: GatewayMetrics) {
         self.metrics = metrics
         for s in seedHeads { ackedHeads[s.session] = s.head }
     }
@@ -29,8 +31,19 @@ final class SessionTable {
     /// The acked head of `session` (0 before its first event).
     func ackedHead(_ session: String) -> UInt64 { ackedHeads[session] ?? 0 }
 
-    /// Records that the commit of `seq` in `session` was acked (in commit order).
-    func committed(session: String, seq: UInt64) { ackedHeads[session] = seq }
+    /// Records that the commit of `seq` in `session` was acked (or, in cluster mode, seen committed by another
+    /// node). Heads only grow: a shared store reports commits of several nodes in an order of its own. Returns
+    /// whether the head moved.
+    @discardableResult
+    func committed(session: String, seq: UInt64) -> Bool {
+        let old = ackedHeads[session] ?? 0
+        guard seq > old else { return false }
+        ackedHeads[session] = seq
+        return true
+    }
+
+    /// Forgets every head (the store was recreated under this node).
+    func resetHeads() { ackedHeads.removeAll() }
 
     /// Subscribes `conn` to `session` from the cursor `nextSeq`; a re-join restarts the existing subscription.
     /// `lastEventMs` seeds a session that had no subscriber. Returns the subscription.
@@ -81,6 +94,7 @@ final class SessionTable {
         members.subscribers.removeValue(forKey: conn.id)
         if members.subscribers.isEmpty {
             live.removeValue(forKey: session)
+            onIdle(session)
             metrics.liveSessions.set(Double(live.count))
         }
     }

@@ -5,9 +5,13 @@ import TranscriptLog
 /// first implementation; cluster mode (Redis) is the second.
 ///
 /// The service thread calls it once per durable publish (``submit(_:)``), once per wake-up
-/// (``takeResults()``), and per join, replay chunk or HTTP listing (``read(session:after:limit:maxBytes:)``,
-/// ``summary(session:)``, ``epoch``). Nothing per delivery goes through it: fan-out works on the committed
-/// results' frames, which the engine encodes once per event.
+/// (``takeResults()``), and per join, replay chunk or HTTP listing (``prepareJoin(session:)``,
+/// ``read(session:after:limit:maxBytes:)``, ``summary(session:)``, ``epoch``). Nothing per delivery goes through
+/// it: fan-out works on the committed results' frames, which the engine encodes once per event.
+///
+/// A shared engine (Redis, cluster mode) also hands back events other nodes committed (``StoreUpdate/remote``) and
+/// heads it learned (``StoreUpdate/head``), never before every publish this node submitted earlier was answered,
+/// so the ack of a durable event still precedes its publisher's own copy.
 ///
 /// Threading: an engine runs its writes on threads of its own and hands results back through
 /// ``takeResults()`` after calling the `wake` closure it was given (which wakes the service thread with
@@ -16,15 +20,26 @@ protocol EventStore: AnyObject, Sendable {
     /// The store's epoch: it changes when the store is recreated, so clients with a cursor from another epoch
     /// get `reset` on join.
     var epoch: String { get }
-    /// Every session the store holds, with its head (seeds the service thread's acked heads at start).
-    func sessionSummaries() -> [SessionSummary]
+    /// Every session the store holds, with its head (seeds the service thread's acked heads at start; a shared
+    /// engine returns none and reports heads per join instead).
+    func sessionSummaries() -> [StoreSummary]
     /// One session's head, first held seq and last event time; `nil` for a session never written.
-    func summary(session: String) -> SessionSummary?
-    /// The session's committed head (0 for a session never written).
-    func head(session: String) -> UInt64
+    func summary(session: String) -> StoreSummary?
     /// Committed events of `session` with seq > `after`, in order, at most `limit` of them and about
     /// `maxBytes`: only committed records, so nobody reads an event a crash could take back.
-    func read(session: String, after: UInt64, limit: Int, maxBytes: Int) throws(StoreError) -> ReadResult
+    func read(session: String, after: UInt64, limit: Int, maxBytes: Int) throws(StoreError) -> [StoredEvent]
+    /// Whether a `join` of `session` can be answered now from ``summary(session:)`` (`ready`), or the engine first
+    /// reads the session's state and reports it as ``StoreUpdate/joinReady(session:summary:)`` (`pending`).
+    func prepareJoin(session: String) -> JoinPreparation
+    /// The last local member of `session` left (a shared engine may stop following it).
+    func sessionIdle(session: String)
+    /// False while the engine cannot write (Redis unreachable): `/readyz` answers 503.
+    var isAvailable: Bool { get }
+    /// Subscriber counts of every node of a cluster, per session (nil for a single-node engine).
+    func clusterMembers() -> [String: MemberCounts]?
+    /// This node's subscriber counts per session, for ``clusterMembers()`` on other nodes (service thread,
+    /// about once a second).
+    func publishMembers(_ counts: [String: MemberCounts])
 
     /// Starts the engine's threads. `wake` is called (from any thread) after results were queued;
     /// `onFatal` once when the engine can no longer be trusted to write (the gateway drains and exits).
@@ -32,8 +47,9 @@ protocol EventStore: AnyObject, Sendable {
     /// Queues one durable publish for the next batch. Returns false when the engine's queue is full or it is
     /// stopping (the caller answers `unavailable`): nothing is acked that is not stored.
     func submit(_ item: PendingAppend) -> Bool
-    /// Takes every result committed (or refused) so far, in commit order (service thread).
-    func takeResults() -> [CommitResult]
+    /// Takes every update so far, in order: local commit results in commit order, then what other nodes committed
+    /// (service thread).
+    func takeResults() -> [StoreUpdate]
     /// Publishes submitted and not yet committed.
     var queuedCount: Int { get }
     /// Batches committed (or refused) so far; read by tests and diagnostics.
@@ -42,6 +58,69 @@ protocol EventStore: AnyObject, Sendable {
     func stop()
     /// Waits (bounded) until the engine stopped. Returns false on timeout.
     func waitStopped(timeout: Duration) -> Bool
+}
+
+/// A session's position in a store.
+struct StoreSummary: Sendable, Equatable {
+    var session: String
+    /// Latest committed seq (0 if none).
+    var head: UInt64
+    /// Oldest seq still held (`head + 1` when none).
+    var firstHeld: UInt64
+    /// Time of the latest event (Unix ms; 0 if none).
+    var lastTimestampMs: Int64
+
+    init(session: String, head: UInt64, firstHeld: UInt64, lastTimestampMs: Int64) {
+        self.session = session
+        self.head = head
+        self.firstHeld = firstHeld
+        self.lastTimestampMs = lastTimestampMs
+    }
+
+    init(_ s: SessionSummary) {
+        self.init(session: s.session, head: s.head, firstHeld: s.firstHeld, lastTimestampMs: s.lastTimestampMs)
+    }
+}
+
+/// One committed event as a store returns it: its seq and its event frame (JSON text), ready to send.
+struct StoredEvent: Sendable {
+    var seq: UInt64
+    var frame: [UInt8]
+}
+
+/// Subscribers of a session by role.
+struct MemberCounts: Sendable, Equatable {
+    var users = 0
+    var agents = 0
+    var operators = 0
+
+    static func + (a: MemberCounts, b: MemberCounts) -> MemberCounts {
+        MemberCounts(users: a.users + b.users, agents: a.agents + b.agents, operators: a.operators + b.operators)
+    }
+}
+
+/// ``EventStore/prepareJoin(session:)``.
+enum JoinPreparation: Sendable {
+    case ready
+    case pending
+    case unavailable(StoreError)
+}
+
+/// What ``EventStore/takeResults()`` hands the service thread.
+enum StoreUpdate: Sendable {
+    /// A publish this node submitted was committed (or refused): ack it, then fan it out.
+    case committed(CommitResult)
+    /// An event another node committed (a shared engine), with its frame: fan it out.
+    case remote(session: String, seq: UInt64, frame: [UInt8])
+    /// The session's committed head as read from the store (after a resubscription or a periodic check); events
+    /// up to it may not have been seen: subscribers behind it catch up from the store.
+    case head(StoreSummary)
+    /// The state a pending `join` needs (``EventStore/prepareJoin(session:)`` said `pending`); nil = never written.
+    case joinReady(session: String, summary: StoreSummary?)
+    /// Pending joins of this session cannot be answered (the store is unreachable).
+    case joinFailed(session: String, error: StoreError)
+    /// The store's contents were recreated under this node (its epoch changed): every cursor is void.
+    case reset(reason: String)
 }
 
 /// One durable publish on its way to the store.
@@ -70,10 +149,14 @@ struct StoreError: Error, CustomStringConvertible, Sendable {
     var code: String
     /// The full description, for the gateway's log.
     var description: String
+    /// Whether the refusal makes `/readyz` answer 503 until a write succeeds (disk full, I/O error). False when the
+    /// engine reports its unavailability itself (``EventStore/isAvailable``: Redis unreachable).
+    var degradesReadiness: Bool
 
-    init(code: String, description: String) {
+    init(code: String, description: String, degradesReadiness: Bool = true) {
         self.code = code
         self.description = description
+        self.degradesReadiness = degradesReadiness
     }
 
     /// The transcript log's error, as the local engine reports it.

@@ -38,7 +38,7 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
 
     private struct Queues {
         var inbox: [PendingAppend] = []
-        var outbox: [CommitResult] = []
+        var outbox: [StoreUpdate] = []
         var stopping = false
         var stopped = false
         /// The storage thread waits for the first publish of a batch: `submit` signals it.
@@ -110,17 +110,25 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
     // MARK: - reads (service thread)
 
     var epoch: String { log.epoch }
-    func sessionSummaries() -> [SessionSummary] { log.sessions() }
-    func summary(session: String) -> SessionSummary? { log.summary(session: session) }
-    func head(session: String) -> UInt64 { log.head(session: session) }
+    func sessionSummaries() -> [StoreSummary] { log.sessions().map(StoreSummary.init) }
+    func summary(session: String) -> StoreSummary? { log.summary(session: session).map(StoreSummary.init) }
 
-    func read(session: String, after: UInt64, limit: Int, maxBytes: Int) throws(StoreError) -> ReadResult {
+    func read(session: String, after: UInt64, limit: Int, maxBytes: Int) throws(StoreError) -> [StoredEvent] {
         do {
-            return try log.read(session: session, after: after, limit: limit, maxBytes: maxBytes)
+            let result = try log.read(session: session, after: after, limit: limit, maxBytes: maxBytes)
+            return result.records.map { StoredEvent(seq: $0.seq, frame: EventFrames.record($0)) }
         } catch {
             throw StoreError(error)
         }
     }
+
+    /// The log answers every read at once: a join needs no preparation.
+    func prepareJoin(session: String) -> JoinPreparation { .ready }
+    func sessionIdle(session: String) {}
+    /// The local log refuses writes only per batch (disk full): readiness follows the last batch's outcome.
+    var isAvailable: Bool { true }
+    func clusterMembers() -> [String: MemberCounts]? { nil }
+    func publishMembers(_ counts: [String: MemberCounts]) {}
 
     var batchesCommitted: Int { batches.load(ordering: .relaxed) }
 
@@ -157,7 +165,7 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
     }
 
     /// Takes every result committed so far (service thread).
-    func takeResults() -> [CommitResult] {
+    func takeResults() -> [StoreUpdate] {
         state.withLock { q in
             let out = q.outbox
             q.outbox.removeAll(keepingCapacity: true)
@@ -302,7 +310,7 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
                         outcome: .failure(StoreError(error)), frame: nil))
             }
         }
-        state.withLock { $0.outbox.append(contentsOf: results) }
+        state.withLock { q in for r in results { q.outbox.append(.committed(r)) } }
         wake()
     }
 

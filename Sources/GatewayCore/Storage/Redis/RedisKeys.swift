@@ -1,0 +1,80 @@
+/// The Redis keys of one deployment (`redis.key_prefix`). Every per-session key carries the hash tag `{session}`
+/// (session ids cannot contain braces), so a session's keys and channel share one Redis Cluster slot and one
+/// script may touch them all (docs/scaling.md, "Keys").
+struct RedisKeys: Sendable {
+    let prefix: String
+
+    /// HASH: `seq` (the session's head), `epoch`, `ts` (Unix ms of the latest event).
+    func meta(_ session: String) -> String { "\(prefix):{\(session)}:m" }
+    /// STREAM: one entry per durable event, entry id `<seq>-0`, field `f` = the event frame, `t` = Unix ms.
+    func log(_ session: String) -> String { "\(prefix):{\(session)}:log" }
+    /// HASH: dedupe index, field = `<len(sub)>:<sub><id>`, value = seq.
+    func dedupe(_ session: String) -> String { "\(prefix):{\(session)}:d" }
+    /// Pub/sub channel of the session's durable events (`<seq> <node> <ts> <frame>`).
+    func channel(_ session: String) -> String { "\(prefix):{\(session)}:ch" }
+    /// ZSET of every session ever written, scored by its latest event time (ms).
+    var sessions: String { "\(prefix):sessions" }
+    /// STRING: the cluster's epoch (created once with `SET NX`; a new one means Redis lost its data).
+    var epoch: String { "\(prefix):epoch" }
+    /// ZSET of live nodes, scored by their latest heartbeat (ms).
+    var nodes: String { "\(prefix):nodes" }
+    /// HASH of one node's subscriber counts per session (`<users> <agents> <operators>`), expiring.
+    func members(node: String) -> String { "\(prefix):node:\(node):members" }
+    /// The channel a node's subscriber connection probes itself on.
+    func probe(node: String) -> String { "\(prefix):node:\(node):probe" }
+
+    /// The session of a session channel name, or nil for any other channel.
+    func session(ofChannel channel: String) -> String? {
+        guard channel.hasPrefix(prefix + ":{"), channel.hasSuffix("}:ch") else { return nil }
+        let start = channel.index(channel.startIndex, offsetBy: prefix.count + 2)
+        let end = channel.index(channel.endIndex, offsetBy: -4)
+        guard start < end else { return nil }
+        return String(channel[start..<end])
+    }
+
+    /// The dedupe field of (sub, id): length-prefixed so that no two pairs share a field.
+    static func dedupeField(sub: String, id: String) -> String { "\(sub.utf8.count):\(sub)\(id)" }
+}
+
+/// The Lua script of one durable publish (one `EVALSHA`, pipelined; docs/scaling.md, "The publish script").
+///
+/// KEYS: meta, log, dedupe, sessions index. ARGV: epoch, dedupe field, event frame without seq, offset where
+/// `,"seq":N` goes, channel, node id, timestamp (ms), dedupe window, session id.
+/// Returns `{1, seq}` for a new event, `{0, seq}` for a duplicate (nothing written).
+///
+/// `XADD` with the explicit id `<seq>-0` comes before any other write: Redis refuses an id at or below the
+/// stream's last one, so a seq is never reused and a refused script changed nothing. A session whose meta is
+/// missing continues after the stream's last entry. The dedupe index keeps at least the last `window` ids: when
+/// it holds more than twice that, one pass drops the ids older than the window (amortized O(1) per publish).
+enum RedisScripts {
+    static let publish = """
+        local seq = redis.call('HGET', KEYS[1], 'seq')
+        if seq then
+          local hit = redis.call('HGET', KEYS[3], ARGV[2])
+          if hit then return {0, tonumber(hit)} end
+          seq = tonumber(seq)
+        else
+          seq = 0
+          local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+          if #last > 0 then seq = tonumber(string.match(last[1][1], '^(%d+)')) end
+        end
+        local s = seq + 1
+        local ss = string.format('%d', s)
+        local n = tonumber(ARGV[4])
+        local frame = string.sub(ARGV[3], 1, n) .. ',"seq":' .. ss .. string.sub(ARGV[3], n + 1)
+        redis.call('XADD', KEYS[2], ss .. '-0', 'f', frame, 't', ARGV[7])
+        redis.call('HSET', KEYS[1], 'seq', ss, 'epoch', ARGV[1], 'ts', ARGV[7])
+        redis.call('HSET', KEYS[3], ARGV[2], ss)
+        local w = tonumber(ARGV[8])
+        if redis.call('HLEN', KEYS[3]) > 2 * w then
+          local all = redis.call('HGETALL', KEYS[3])
+          local floor = s - w
+          for i = 1, #all, 2 do
+            if tonumber(all[i + 1]) <= floor then redis.call('HDEL', KEYS[3], all[i]) end
+          end
+        end
+        redis.call('ZADD', KEYS[4], ARGV[7], ARGV[9])
+        redis.call('PUBLISH', ARGV[5], ss .. ' ' .. ARGV[6] .. ' ' .. ARGV[7] .. ' ' .. frame)
+        return {1, s}
+        """
+}
