@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages the gateway builds and tests against (Debian 12).
 # Idempotent: skips apt when everything is already present.
+# redis-server, redis-tools and libhiredis-dev are for cluster mode (storage engine redis) and its tests; the
+# package's attempt to start a systemd service is harmless where there is no systemd (CI containers).
 set -euo pipefail
-PKGS=(libwebsockets-dev libwebsockets-evlib-ev libssl-dev pkg-config openssl iproute2 ca-certificates)
+PKGS=(libwebsockets-dev libwebsockets-evlib-ev libssl-dev pkg-config openssl iproute2 ca-certificates
+  redis-server redis-tools libhiredis-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -9,6 +9,21 @@ swift build --build-tests 2>&1 | { grep -v '^\[' || true; } | tail -n 50
 swift test --skip-build 2>&1 | tee swift-test.log | tail -n 120
 swift_passed="$(sed -n 's/.*Test run with \([0-9]*\) tests\{0,1\} in .* passed.*/\1/p' swift-test.log | tail -n1)"
 
+# Cluster mode: the v1 contract suite (and the session rules) again, every gateway under test on a real Redis
+# (Config/redis.conf, an ephemeral loopback port, a key prefix per gateway). The cluster tests proper (three nodes,
+# kill -9 of nodes and of Redis, CLIENT KILL of the subscribers) ran above; they start their own redis-server.
+redis_dir="$(mktemp -d)"
+redis_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+redis-server Config/redis.conf --port "$redis_port" --dir "$redis_dir" --bind 127.0.0.1 > "$redis_dir/redis.log" 2>&1 &
+redis_pid=$!
+trap 'kill "$redis_pid" 2>/dev/null || true; rm -rf "$redis_dir"' EXIT
+for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+SAMOKODER_TEST_REDIS_URL="redis://127.0.0.1:$redis_port" swift test --skip-build --filter 'ContractTests|SessionRulesTests' 2>&1 \
+  | tee swift-test-redis.log | tail -n 30
+redis_passed="$(sed -n 's/.*Test run with \([0-9]*\) tests\{0,1\} in .* passed.*/\1/p' swift-test-redis.log | tail -n1)"
+[ -n "$redis_passed" ] || { echo "cluster-mode contract pass failed"; echo "0 passed, 1 failed"; exit 1; }
+kill "$redis_pid" 2>/dev/null || true
+
 # WebSocket conformance: Autobahn sections 1-10 against the diagnostic echo endpoint (docs/conformance.md).
 # Cases 2.10/2.11 (several pings in a row) are a documented libwebsockets behaviour: it keeps one pending pong and
 # drops a ping that arrives meanwhile, which RFC 6455 permits; whether 2.11 trips depends on timing. Any other
@@ -33,4 +48,4 @@ if [ -x clients/run-tests.sh ]; then
   GATEWAY_BIN="$(swift build --show-bin-path)/gateway" clients/run-tests.sh 2>&1 | tee clients-test.log | tail -n 60
   clients_passed="$(sed -n 's/^clients: \([0-9]*\) passed, 0 failed.*/\1/p' clients-test.log | tail -n1)"
 fi
-echo "tests: $(( ${swift_passed:-0} + 2 + ${clients_passed:-0} )) passed, 0 failed"
+echo "tests: $(( ${swift_passed:-0} + ${redis_passed:-0} + 2 + ${clients_passed:-0} )) passed, 0 failed"

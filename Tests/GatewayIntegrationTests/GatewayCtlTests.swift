@@ -432,22 +432,6 @@ struct GatewayCtlTests {
         #expect(tail.stderr().contains("reconnecting"), "\(tail.stderr())")
     }
 
-    /// A port that was free a moment ago (bind port 0, read it back, close).
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw GatewayClientError.ioFailed("socket") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
-                bind(fd, sa, length) == 0 && getsockname(fd, sa, &length) == 0
-            }
-        }
-        guard bound else { throw GatewayClientError.ioFailed("bind") }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    /// A loopback port that was free a moment ago.
+    static func freePort() throws -> Int { try RedisServer.freePort() }
 }
