@@ -280,7 +280,11 @@ extension GatewayServer {
         case .failure(let e):
             if e.degradesReadiness { storageDegraded = true }
             if let publisher {
-                sendError(publisher, .unavailable, "storage refused the write: \(e.code); the event was not stored", ref: r.id, session: r.session)
+                let message =
+                    e.mayBeStored
+                    ? "storage unavailable: \(e.code); the outcome is unknown: re-publish with the same id"
+                    : "storage refused the write: \(e.code); the event was not stored"
+                sendError(publisher, .unavailable, message, ref: r.id, session: r.session)
             }
         case .success(.duplicate(let seq)):
             if let publisher {

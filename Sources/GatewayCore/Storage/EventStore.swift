@@ -152,11 +152,15 @@ struct StoreError: Error, CustomStringConvertible, Sendable {
     /// Whether the refusal makes `/readyz` answer 503 until a write succeeds (disk full, I/O error). False when the
     /// engine reports its unavailability itself (``EventStore/isAvailable``: Redis unreachable).
     var degradesReadiness: Bool
+    /// Whether the write may have been stored although it was refused (a Redis connection lost after the batch was
+    /// sent): the client is told the outcome is unknown and re-publishes with the same id (dedupe answers it).
+    var mayBeStored: Bool
 
-    init(code: String, description: String, degradesReadiness: Bool = true) {
+    init(code: String, description: String, degradesReadiness: Bool = true, mayBeStored: Bool = false) {
         self.code = code
         self.description = description
         self.degradesReadiness = degradesReadiness
+        self.mayBeStored = mayBeStored
     }
 
     /// The transcript log's error, as the local engine reports it.

@@ -528,7 +528,10 @@ struct Engine {
     }
 
     /// The server port of connection `i`: `--tls-port` for a TLS connection when set, else `--port`.
-    func port(_ i: Int) -> Int { conns[i].tls && o.tlsPort > 0 ? o.tlsPort : o.port }
+    func port(_ i: Int) -> Int {
+        if conns[i].tls && o.tlsPort > 0 { return o.tlsPort }
+        return o.ports.isEmpty ? o.port : o.ports[Int(conns[i].global) % o.ports.count]
+    }
 
     @inline(__always) func setEvents(_ i: Int, _ events: UInt32) {
         var ev = epoll_event()

@@ -34,6 +34,10 @@ struct Options: Sendable {
     var roomPrefix = "/room/"
     var secret = ""
     var serverPID: Int32 = 0
+    /// More server processes (cluster nodes, Redis) whose CPU is added to `--server-pid`'s.
+    var extraPIDs: [Int32] = []
+    /// Several gateway nodes: connection i goes to ports[i % count] (overrides --port for plain connections).
+    var ports: [Int] = []
     var procs = 1
     var subs = 1000
     var rooms = 10
@@ -142,6 +146,18 @@ extension Options {
         case "secret": secret = v
         case "secret-env": secretEnv = v
         case "server-pid": serverPID = Int32(try int())
+        case "extra-pids":
+            extraPIDs = try v.split(separator: ",").map {
+                guard let x = Int32($0.trimmingCharacters(in: .whitespaces)) else { throw OptionsError.bad("--extra-pids: \(v)") }
+                return x
+            }
+        case "ports":
+            ports = try v.split(separator: ",").map {
+                guard let x = Int($0.trimmingCharacters(in: .whitespaces)), (1...65535).contains(x) else {
+                    throw OptionsError.bad("--ports: \(v)")
+                }
+                return x
+            }
         case "procs": procs = try int()
         case "subs": subs = try int()
         case "rooms", "sessions": rooms = try int()
@@ -223,6 +239,8 @@ let usageText = """
       --host 127.0.0.1 --port N  server (loopback only); --path /v1/ws (gateway) --room-prefix /room/ (room)
       --secret S                 HS256 secret for the gateway (default: $GATEWAY_AUTH_HS256_SECRET)
       --server-pid PID           sample the server's RSS and CPU from /proc/PID
+      --extra-pids P1,P2         add these processes' CPU to the server's (more cluster nodes, Redis)
+      --ports P1,P2              cluster: connection i goes to P[i % n] (subscribers and publishers spread over nodes)
       --subs S --rooms R --pubs P --rate MSG/S/PUB --size BYTES
       --warmup S --duration S --drain S --procs N --inflight N --connect-timeout S
       --rates a,b,c              ramp steps (per-publisher rates)

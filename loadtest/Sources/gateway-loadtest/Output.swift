@@ -82,6 +82,8 @@ extension RunResult {
         add("close_codes", "{" + closeCodes.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",") + "}")
         if !firstErrors.isEmpty { add("first_errors", "[" + firstErrors.map { jsonString($0) }.joined(separator: ",") + "]") }
         add("server_pid", "\(o.serverPID)")
+        if !o.ports.isEmpty { add("ports", "\"\(o.ports.map(String.init).joined(separator: ","))\"") }
+        if !o.extraPIDs.isEmpty { add("extra_pids", "\"\(o.extraPIDs.map(String.init).joined(separator: ","))\"") }
         add("server_rss_kb", "{\"start\":\(rss0),\"connected\":\(rssConn),\"end\":\(rssEnd),\"peak\":\(rssPeak)}")
         add("rss_per_conn_kb", num(rssPerConnKiB, 2))
         add("server_cpu_s", num(serverCPU, 3))

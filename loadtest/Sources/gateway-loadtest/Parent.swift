@@ -17,6 +17,13 @@ func readRSSKiB(_ pid: Int32) -> Int {
 }
 
 /// utime + stime of every thread of `pid`, in seconds (from /proc/PID/stat), or -1.
+/// CPU seconds of the server and of `--extra-pids` together (-1 if the server's are unknown).
+func serverCPUSeconds(_ o: Options) -> Double {
+    let main = readCPUSeconds(o.serverPID)
+    guard main >= 0 else { return -1 }
+    return o.extraPIDs.reduce(main) { $0 + max(0, readCPUSeconds($1)) }
+}
+
 func readCPUSeconds(_ pid: Int32) -> Double {
     guard pid > 0, let s = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
         let close = s.lastIndex(of: ")")
@@ -248,7 +255,7 @@ func runOnce(_ o: Options, tokens: [String], nonce: String) -> RunResult {
     var gotStart = false
     var gotEnd = false
     if o.kind == .resumeStorm {
-        cpu0 = readCPUSeconds(o.serverPID)
+        cpu0 = serverCPUSeconds(o)
         m0 = readMachineStat()
         tCPU0 = monoNs()
         gotStart = true
@@ -259,20 +266,20 @@ func runOnce(_ o: Options, tokens: [String], nonce: String) -> RunResult {
         let t = monoNs()
         if !gotStart && t >= measStart {
             gotStart = true
-            cpu0 = readCPUSeconds(o.serverPID)
+            cpu0 = serverCPUSeconds(o)
             m0 = readMachineStat()
             tCPU0 = t
         }
         if o.kind != .resumeStorm && !gotEnd && t >= measEnd {
             gotEnd = true
-            cpu1 = readCPUSeconds(o.serverPID)
+            cpu1 = serverCPUSeconds(o)
             m1 = readMachineStat()
             tCPU1 = t
             r.rssEnd = readRSSKiB(o.serverPID)
         }
     }
     if o.kind == .resumeStorm {
-        cpu1 = readCPUSeconds(o.serverPID)
+        cpu1 = serverCPUSeconds(o)
         m1 = readMachineStat()
         tCPU1 = monoNs()
         r.rssEnd = readRSSKiB(o.serverPID)

@@ -477,15 +477,15 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
                     metadata: ["error": "\(error)", "batch.events": "\(batch.count)"])
                 conn = nil
                 shared.withLock { $0.writerUp = false }
-                answer(batch.map { ($0, .failure(Self.unavailable("redis write failed"))) })
+                answer(batch.map { ($0, .failure(Self.unavailable("redis write failed", mayBeStored: true))) })
             }
         }
         shared.withLock { $0.writerStopped = true }
         wake()
     }
 
-    static func unavailable(_ why: String) -> StoreError {
-        StoreError(code: "redisUnavailable", description: why, degradesReadiness: false)
+    static func unavailable(_ why: String, mayBeStored: Bool = false) -> StoreError {
+        StoreError(code: "redisUnavailable", description: why, degradesReadiness: false, mayBeStored: mayBeStored)
     }
 
     /// The event frame without its seq, and the offset where `,"seq":N` goes (right after the session).
