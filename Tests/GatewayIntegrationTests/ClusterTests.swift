@@ -357,6 +357,41 @@ struct ClusterTests {
         }
     }
 
+    /// The dedupe index in Redis keeps at least the last `redis.dedupe_window` ids of a session (retries of them get
+    /// their original seq) and stays bounded: pruned per bucket, compact (listpack buckets, bytes per id printed).
+    @Test func dedupeWindowHoldsAndStaysCompact() async throws {
+        try await withRedis { redis in
+            let prefix = "d" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+            var settings = Self.settings(redis, node: "a", prefix: prefix)
+            settings["redis.dedupe_window"] = "1000"
+            try await withGateway(settings: settings) { gw in
+                let agent = try await gw.client(.agent, sub: "worker", sessions: ["*"])
+                let count = 5_000
+                let acked = try Self.publishAll(agent, session: "dd", ids: (1...count).map { "id-\($0)" })
+                #expect(acked.count == count)
+                // Every id of the last 1,000 seqs is still remembered, with its seq.
+                for n in stride(from: count - 999, through: count, by: 7) {
+                    let r = try agent.publish("dd", id: "id-\(n)", kind: "progress", data: ["n": n])
+                    #expect(r["duplicate"] as? Bool == true && r.int("seq") == acked["id-\(n)"], "id-\(n): \(r)")
+                }
+                // Bounded: no bucket over its cap (2 × 1000 / 64 = 31), so the index holds < 2 windows of ids.
+                var remembered: Int64 = 0
+                var bytes: Int64 = 0
+                for b in 0..<64 {
+                    let key = "\(prefix):{dd}:d:\(b)"
+                    let n = try redis.command(["HLEN", key]).int ?? -1
+                    #expect(n >= 0 && n <= 31 + 1, "bucket \(b) holds \(n)")
+                    remembered += n
+                    bytes += try redis.command(["MEMORY", "USAGE", key]).int ?? 0
+                    #expect(try redis.command(["OBJECT", "ENCODING", key]).string == "listpack")
+                }
+                #expect(remembered >= 1_000 && remembered < 2_000 + 64, "ids remembered: \(remembered)")
+                Report.line("cluster dedupe: \(remembered) ids remembered in 64 listpack buckets, \(bytes) B = \(bytes / max(1, remembered)) B per id")
+                #expect(bytes / max(1, remembered) <= 40, "compact dedupe: \(bytes / max(1, remembered)) B per id")
+            }
+        }
+    }
+
     // MARK: listings and start-up check
 
     /// `/v1/sessions` on any node lists the sessions of the whole cluster with every node's subscribers.

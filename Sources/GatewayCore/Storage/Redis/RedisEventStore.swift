@@ -511,7 +511,9 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
         let epochValue = Array(epoch.utf8)
         let node = Array(nodeID.utf8)
         let window = Array(String(settings.dedupeWindow).utf8)
-        let sessionsKey = Array(keys.sessions.utf8)
+        // A bucket's cap: twice its share of the window (at least 16), so buckets stay small (listpack) and a
+        // pruning pass is rare.
+        let bucketCap = Array(String(max(16, 2 * settings.dedupeWindow / RedisKeys.dedupeBuckets)).utf8)
         var frames: [(frame: [UInt8], split: Int)] = []
         frames.reserveCapacity(batch.count)
         var commands: [[[UInt8]]] = []
@@ -520,11 +522,13 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
             let r = item.request
             let f = Self.unsequencedFrame(r)
             frames.append(f)
+            let fingerprint = RedisKeys.dedupeFingerprint(sub: r.sub, id: r.id)
             commands.append([
-                Array("EVALSHA".utf8), Array(sha.utf8), Array("4".utf8),
-                Array(keys.meta(r.session).utf8), Array(keys.log(r.session).utf8), Array(keys.dedupe(r.session).utf8), sessionsKey,
-                epochValue, Array(RedisKeys.dedupeField(sub: r.sub, id: r.id).utf8), f.frame, Array(String(f.split).utf8),
-                Array(keys.channel(r.session).utf8), node, Array(String(r.timestampMs).utf8), window, Array(r.session.utf8),
+                Array("EVALSHA".utf8), Array(sha.utf8), Array("3".utf8),
+                Array(keys.meta(r.session).utf8), Array(keys.log(r.session).utf8),
+                Array(keys.dedupe(r.session, bucket: fingerprint.bucket).utf8),
+                epochValue, fingerprint.field, f.frame, Array(String(f.split).utf8),
+                Array(keys.channel(r.session).utf8), node, Array(String(r.timestampMs).utf8), window, bucketCap,
             ])
         }
         var replies = try c.pipeline(commands)

@@ -8,12 +8,12 @@ struct RedisKeys: Sendable {
     func meta(_ session: String) -> String { "\(prefix):{\(session)}:m" }
     /// STREAM: one entry per durable event, entry id `<seq>-0`, field `f` = the event frame, `t` = Unix ms.
     func log(_ session: String) -> String { "\(prefix):{\(session)}:log" }
-    /// HASH: dedupe index, field = `<len(sub)>:<sub><id>`, value = seq.
-    func dedupe(_ session: String) -> String { "\(prefix):{\(session)}:d" }
+    /// HASH: one of the session's 64 dedupe buckets; field = the 8-byte fingerprint of (sub, id), value = seq.
+    /// Small buckets stay in Redis's compact listpack encoding (~24 B per remembered id, docs/scaling.md).
+    func dedupe(_ session: String, bucket: Int) -> String { "\(prefix):{\(session)}:d:\(bucket)" }
+    static let dedupeBuckets = 64
     /// Pub/sub channel of the session's durable events (`<seq> <node> <ts> <frame>`).
     func channel(_ session: String) -> String { "\(prefix):{\(session)}:ch" }
-    /// ZSET of every session ever written, scored by its latest event time (ms).
-    var sessions: String { "\(prefix):sessions" }
     /// STRING: the cluster's epoch (created once with `SET NX`; a new one means Redis lost its data).
     var epoch: String { "\(prefix):epoch" }
     /// ZSET of live nodes, scored by their latest heartbeat (ms).
@@ -32,20 +32,36 @@ struct RedisKeys: Sendable {
         return String(channel[start..<end])
     }
 
-    /// The dedupe field of (sub, id): length-prefixed so that no two pairs share a field.
-    static func dedupeField(sub: String, id: String) -> String { "\(sub.utf8.count):\(sub)\(id)" }
+    /// The dedupe fingerprint of (sub, id): FNV-1a 64 over the length-prefixed pair, 8 bytes little-endian, and its
+    /// bucket (the low 6 bits). Two different pairs of one session share a fingerprint with probability ~n²/2⁶⁵
+    /// (n = ids remembered: about 3·10⁻¹² at 10,000). A pair is chosen by its publisher, and `sub` comes from a
+    /// verified token, so a crafted collision can only make the crafter's own publish look like a duplicate.
+    static func dedupeFingerprint(sub: String, id: String) -> (field: [UInt8], bucket: Int) {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        @inline(__always) func mix(_ b: UInt8) {
+            h ^= UInt64(b)
+            h = h &* 0x100_0000_01b3
+        }
+        for b in String(sub.utf8.count).utf8 { mix(b) }
+        mix(0x3A)
+        for b in sub.utf8 { mix(b) }
+        for b in id.utf8 { mix(b) }
+        let field = (0..<8).map { UInt8(truncatingIfNeeded: h >> (8 * UInt64($0))) }
+        return (field, Int(h & UInt64(dedupeBuckets - 1)))
+    }
 }
 
 /// The Lua script of one durable publish (one `EVALSHA`, pipelined; docs/scaling.md, "The publish script").
 ///
-/// KEYS: meta, log, dedupe, sessions index. ARGV: epoch, dedupe field, event frame without seq, offset where
-/// `,"seq":N` goes, channel, node id, timestamp (ms), dedupe window, session id.
+/// KEYS: meta, log, the pair's dedupe bucket. ARGV: epoch, dedupe fingerprint, event frame without seq, offset where
+/// `,"seq":N` goes, channel, node id, timestamp (ms), dedupe window, bucket cap.
 /// Returns `{1, seq}` for a new event, `{0, seq}` for a duplicate (nothing written).
 ///
 /// `XADD` with the explicit id `<seq>-0` comes before any other write: Redis refuses an id at or below the
 /// stream's last one, so a seq is never reused and a refused script changed nothing. A session whose meta is
-/// missing continues after the stream's last entry. The dedupe index keeps at least the last `window` ids: when
-/// it holds more than twice that, one pass drops the ids older than the window (amortized O(1) per publish).
+/// missing continues after the stream's last entry. The dedupe index keeps at least the ids of the last `window`
+/// seqs: when a bucket holds more than its cap (about twice its share), one pass over that bucket drops the ids
+/// older than the window (amortized O(1) per publish).
 enum RedisScripts {
     static let publish = """
         local seq = redis.call('HGET', KEYS[1], 'seq')
@@ -66,14 +82,13 @@ enum RedisScripts {
         redis.call('HSET', KEYS[1], 'seq', ss, 'epoch', ARGV[1], 'ts', ARGV[7])
         redis.call('HSET', KEYS[3], ARGV[2], ss)
         local w = tonumber(ARGV[8])
-        if redis.call('HLEN', KEYS[3]) > 2 * w then
+        if redis.call('HLEN', KEYS[3]) > tonumber(ARGV[9]) then
           local all = redis.call('HGETALL', KEYS[3])
           local floor = s - w
           for i = 1, #all, 2 do
             if tonumber(all[i + 1]) <= floor then redis.call('HDEL', KEYS[3], all[i]) end
           end
         end
-        redis.call('ZADD', KEYS[4], ARGV[7], ARGV[9])
         redis.call('PUBLISH', ARGV[5], ss .. ' ' .. ARGV[6] .. ' ' .. ARGV[7] .. ' ' .. frame)
         return {1, s}
         """
