@@ -344,4 +344,40 @@ struct StorageFailureTests {
             #expect(head >= 1)
         }
     }
+
+    /// Under `fsync: interval` acks go out before the sync: a failed interval sync is fatal (never only logged). The
+    /// gateway answers /readyz 503 from then on, drains and stops on its own with `fatalReason` set (exit 70).
+    @Test func failedIntervalSyncStopsTheGateway() async throws {
+        let dir = TestDirs.make("eio-interval")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let io = FlakySyncIO()
+        try await withGateway(
+            dataDir: dir, settings: ["storage.fsync": "interval", "storage.fsync_interval_ms": "20"], fileIO: io
+        ) { gw in
+            let agent = try await gw.client(.agent, sub: "w", sessions: ["s"])
+            #expect(try agent.publish("s", id: "ok-1").int("seq") == 1)
+            io.failSync.store(true, ordering: .relaxed)
+            // Acked (interval: the ack precedes the sync), then the sync fails.
+            #expect(try agent.publish("s", id: "ok-2").string("type") == "ack")
+            #expect(await gw.stoppedOnItsOwn(within: .seconds(20)))
+            #expect(gw.fatalReason?.contains("sync failed") == true, "\(String(describing: gw.fatalReason))")
+            try await gw.stop(allowingFailure: true)
+        }
+    }
+
+    /// The final sync when the log closes at shutdown fails: the gateway reports it as fatal (exit 70), not 0.
+    @Test func failedFinalSyncIsFatal() async throws {
+        let dir = TestDirs.make("eio-close")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let io = FlakySyncIO()
+        let gw = try await GatewayUnderTest.start(
+            dataDir: dir, settings: ["storage.fsync": "interval", "storage.fsync_interval_ms": "60000"], fileIO: io)
+        let agent = try await gw.client(.agent, sub: "w", sessions: ["s"])
+        #expect(try agent.publish("s", id: "pending-sync").string("type") == "ack")
+        io.failSync.store(true, ordering: .relaxed)
+        agent.close()
+        try? await gw.stop(allowingFailure: true)
+        gw.remove()
+        #expect(gw.fatalReason?.contains("close failed") == true, "\(String(describing: gw.fatalReason))")
+    }
 }

@@ -1,4 +1,8 @@
+import Foundation
+import GatewayTesting
+import Logging
 import Testing
+import TranscriptLog
 
 @testable import GatewayCore
 
@@ -67,10 +71,74 @@ struct SessionRulesTests {
         let madeRoom = q.evictEphemeral(toFit: 15, cap: 40)
         #expect(madeRoom)
         #expect(q.bytes == 20)
-        #expect(q.frames.map { $0.payload.first } == [1, 2])
+        #expect(q.pending.map { $0.payload.first } == [1, 2])
         // 35 more cannot fit under 40 even without ephemerals: nothing is dropped.
         let impossible = q.evictEphemeral(toFit: 35, cap: 40)
         #expect(!impossible)
         #expect(q.bytes == 20)
+        #expect(q.first?.payload.first == 1, "the dropped head frame is skipped")
+    }
+
+    @Test("ephemeral eviction is amortised O(1): a long durable backlog is not rescanned per delta")
+    func queueEvictionIsAmortised() {
+        var q = OutboundQueue()
+        let cap = 100_000
+        // 9,000 durable bytes queued (a slow reader), then 20,000 deltas of 10 bytes into the rest of the cap.
+        for _ in 0..<900 { q.append(OutboundFrame(payload: [UInt8](repeating: 7, count: 10), ephemeral: false)) }
+        var appended = 900
+        for k in 0..<20_000 {
+            let delta = OutboundFrame(payload: [UInt8](repeating: UInt8(k % 200), count: 10), ephemeral: true)
+            if q.evictEphemeral(toFit: 10, cap: cap) { q.append(delta) }
+            appended += 1
+            #expect(q.bytes <= cap)
+        }
+        // Each frame is visited by eviction at most once (the O(queue) version visited ~10,000 per delta here).
+        #expect(q.evictionVisits <= appended, "\(q.evictionVisits) visits for \(appended) frames")
+        #expect(q.ephemeralBytes == q.bytes - 9_000)
+        // The durable frames are all still there, first, in order; the newest deltas are kept.
+        let pending = q.pending
+        #expect(pending.prefix(900).allSatisfy { !$0.ephemeral && $0.payload.count == 10 })
+        #expect(pending.last?.payload.first == UInt8(19_999 % 200))
+        // Draining writes every live frame once and ends empty.
+        var written = 0
+        while let f = q.first {
+            #expect(!f.dropped)
+            written += f.payload.count
+            q.removeFirst()
+            q.compact()
+        }
+        #expect(written == 9_000 + (pending.count - 900) * 10)
+        #expect(q.bytes == 0 && q.ephemeralBytes == 0)
+    }
+
+    @Test("the storage thread takes its whole backlog in one move and commits it in batches of at most maxBatch, in order")
+    func storageTakesTheBacklogInOneMove() throws {
+        let dir = try TemporaryDirectory.make(prefix: "take")
+        defer { TemporaryDirectory.remove(dir) }
+        var options = TranscriptLogOptions(directory: dir)
+        options.fsync = .never
+        let log = try TranscriptLog.open(options)
+        let store = LocalEventStore(
+            log: log, fsync: .never, commitWindowMicroseconds: 0, maxBatch: 8, metrics: GatewayMetrics(),
+            logger: Logger(label: "take-test"))
+        // 100 publishes queued before the thread runs: one take, 13 commits of <= 8.
+        for i in 1...100 {
+            let request = AppendRequest(
+                session: "s", id: "p\(i)", kind: "progress", sub: "a", role: "agent", timestampMs: 0, data: Array("{}".utf8))
+            #expect(store.submit(PendingAppend(connection: ConnectionID(raw: 1), request: request)))
+        }
+        store.start(wake: {}, onFatal: { _ in })
+        var seqs: [UInt64] = []
+        let deadline = ContinuousClock.now + .seconds(10)
+        while seqs.count < 100 && ContinuousClock.now < deadline {
+            for case .committed(let r) in store.takeResults() {
+                if case .success(.appended(let seq)) = r.outcome { seqs.append(seq) }
+            }
+            usleep(1_000)
+        }
+        store.stop()
+        #expect(store.waitStopped(timeout: .seconds(10)))
+        #expect(seqs == Array(1...100))
+        #expect(store.batchesCommitted == 13)
     }
 }

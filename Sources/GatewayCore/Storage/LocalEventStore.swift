@@ -245,17 +245,36 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
                 }
                 state.withLock { $0.filling = false }
             }
-            let taken = state.withLock { q in (Self.take(from: &q.inbox, max: maxBatch), q.stopping) }
+            // The whole inbox in one move (O(1) under the lock that every `submit` needs), committed in batches of
+            // at most `maxBatch`.
+            let taken = state.withLock { q in
+                let all = q.inbox
+                q.inbox = []
+                return (all, q.stopping)
+            }
             batch = taken.0
             stopping = stopping || taken.1
 
             if !batch.isEmpty {
                 lastBatchNs = MonotonicClock.nowNs()
-                commit(batch)
+                var start = 0
+                while start < batch.count {
+                    let end = min(batch.count, start + maxBatch)
+                    commit(start == 0 && end == batch.count ? batch : Array(batch[start..<end]))
+                    start = end
+                }
                 dirty = intervalNs > 0
             }
             if intervalNs > 0 && dirty && MonotonicClock.nowNs() - lastSyncNs >= intervalNs {
-                do { try log.sync() } catch { logger.error("transcript sync failed", metadata: ["error": "\(error)"]) }
+                do {
+                    try log.sync()
+                } catch {
+                    // Acks already went out under `interval`: a failed sync may have lost them, and retrying an fsync
+                    // after a failure reports nothing true (fsyncgate). Stop for a restart, which re-verifies the log.
+                    metrics.storageErrors.increment()
+                    logger.critical("transcript sync failed; stopping", metadata: ["error": "\(error)"])
+                    onFatal("transcript sync failed: \(error)")
+                }
                 lastSyncNs = MonotonicClock.nowNs()
                 dirty = false
             }
@@ -270,7 +289,15 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
             }
             if stopping && state.withLock({ $0.inbox.isEmpty }) { break }
         }
-        do { try log.close() } catch { logger.error("transcript close failed", metadata: ["error": "\(error)"]) }
+        do {
+            try log.close()
+        } catch {
+            // The final sync or close failed: what was acked may not be on disk. Exit non-zero (70) so that the
+            // supervisor restarts the gateway and the log is re-verified.
+            metrics.storageErrors.increment()
+            logger.critical("transcript close failed", metadata: ["error": "\(error)"])
+            onFatal("transcript close failed: \(error)")
+        }
         state.withLock { $0.stopped = true }
         wake()
     }
@@ -312,13 +339,5 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
         }
         state.withLock { q in for r in results { q.outbox.append(.committed(r)) } }
         wake()
-    }
-
-    /// Removes and returns up to `max` publishes from the front of `inbox` (called under the state lock).
-    private static func take(from inbox: inout [PendingAppend], max: Int) -> [PendingAppend] {
-        let n = min(inbox.count, max)
-        let taken = Array(inbox.prefix(n))
-        inbox.removeFirst(n)
-        return taken
     }
 }
