@@ -240,7 +240,9 @@ extension GatewayServer {
             session: p.session, id: p.id, kind: p.kind, sub: principal.sub, role: principal.role.rawValue,
             timestampMs: now, data: p.data)
         if draining || !store.submit(PendingAppend(connection: conn.id, request: request)) {
-            sendError(conn, .unavailable, draining ? "server shutting down" : "storage queue full; retry", ref: p.id, session: p.session)
+            let why =
+                draining ? "server shutting down" : store.isAvailable ? "storage queue full; retry" : "storage unavailable; retry"
+            sendError(conn, .unavailable, why, ref: p.id, session: p.session)
             return
         }
         inFlight += 1

@@ -334,6 +334,12 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
         let s = Thread { [self] in self.subscriberMain() }
         s.name = "gateway-redis-subscriber"
         s.start()
+        // Serve from the first accepted connection on: when Redis answered at open, wait (bounded) until both
+        // threads are connected, so that an early publish or join is not refused. An unreachable Redis does not
+        // hold the start: the gateway serves unready (/readyz 503) and connects when Redis is up.
+        guard !epoch.isEmpty else { return }
+        let deadline = ContinuousClock.now + .milliseconds(Int(settings.timeoutSeconds * 1_000) + 1_000)
+        while ContinuousClock.now < deadline && !isAvailable { usleep(1_000) }
     }
 
     func submit(_ item: PendingAppend) -> Bool {
