@@ -19,6 +19,7 @@ let package = Package(
     products: [
         .executable(name: "fuzz-frame-decoder", targets: ["fuzz-frame-decoder"]),
         .executable(name: "fuzz-log-reader", targets: ["fuzz-log-reader"]),
+        .executable(name: "fuzz-strict-json", targets: ["fuzz-strict-json"]),
         .executable(name: "fuzz-seeds", targets: ["fuzz-seeds"]),
     ],
     targets: [
@@ -29,6 +30,8 @@ let package = Package(
         .target(name: "FuzzDriver"),
         .executableTarget(name: "fuzz-frame-decoder", dependencies: ["GatewayProtocol", "FuzzDriver"], swiftSettings: swiftSettings),
         .executableTarget(name: "fuzz-log-reader", dependencies: ["TranscriptLog", "FuzzDriver"], swiftSettings: swiftSettings),
+        // GatewayAuth's StrictJSON.swift (symlinked into the target: its types are internal) + the entry point.
+        .executableTarget(name: "fuzz-strict-json", dependencies: ["FuzzDriver"], swiftSettings: swiftSettings),
         // Writes the seed corpora (valid frames; segments written by TranscriptLog itself).
         .executableTarget(name: "fuzz-seeds", dependencies: ["TranscriptLog", "GatewayProtocol"], swiftSettings: swiftSettings),
     ]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (Fuzz/Package.swift) with -sanitize=fuzzer,address and runs each for N seconds.
 #   scripts/fuzz.sh [seconds]        default 60 (CI); docs/reliability.md records the 10-minute runs (600)
-# Env: FUZZ_TARGETS="fuzz-frame-decoder fuzz-log-reader", FUZZ_JOBS (unused, one process per target),
+# Env: FUZZ_TARGETS="fuzz-frame-decoder fuzz-log-reader fuzz-strict-json", FUZZ_JOBS (unused, one process per target),
 #      FUZZ_KEEP_CORPUS=1 keeps the grown corpus in .build-fuzz/corpus-<target> (default: a fresh copy each run).
 # The committed seeds (Fuzz/corpus/<target>/) are replayed first. A crash or a property violation stops with a
 # non-zero status and leaves the input in Fuzz/crashes/<target>/ ; add it to Fuzz/corpus/<target>/ as a regression
@@ -11,11 +11,11 @@ seconds="${1:-60}"
 cd "$(dirname "$0")/.."
 root="$PWD"
 scratch="$root/.build-fuzz"
-targets="${FUZZ_TARGETS:-fuzz-frame-decoder fuzz-log-reader}"
+targets="${FUZZ_TARGETS:-fuzz-frame-decoder fuzz-log-reader fuzz-strict-json}"
 
-declare -A max_len=([fuzz-frame-decoder]=4096 [fuzz-log-reader]=16384)
+declare -A max_len=([fuzz-frame-decoder]=4096 [fuzz-log-reader]=16384 [fuzz-strict-json]=8192)
 # The log reader must never size a buffer from an unchecked length: a 64 MiB malloc limit turns one into a report.
-declare -A extra=([fuzz-frame-decoder]="-malloc_limit_mb=64" [fuzz-log-reader]="-malloc_limit_mb=64")
+declare -A extra=([fuzz-frame-decoder]="-malloc_limit_mb=64" [fuzz-log-reader]="-malloc_limit_mb=64" [fuzz-strict-json]="-malloc_limit_mb=64")
 
 start=$(date +%s)
 for t in $targets; do

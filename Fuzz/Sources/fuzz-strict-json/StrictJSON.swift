@@ -1,0 +1,1 @@
+../../../Sources/GatewayAuth/StrictJSON.swift
