@@ -95,20 +95,37 @@ public enum JSONWriter {
 /// Callers must size exactly: every write method's byte count matches its length function.
 struct RawJSONWriter {
     var pointer: UnsafeMutablePointer<UInt8>
+    /// One past the last byte the writer may touch. Every write checks it in release builds too: the sizes come from
+    /// ``JSONWriter/escapedLength(_:)``, and if that and the writer ever disagreed, a trap is the outcome, never a
+    /// write out of bounds.
+    let end: UnsafeMutablePointer<UInt8>
+
+    init(pointer: UnsafeMutablePointer<UInt8>, end: UnsafeMutablePointer<UInt8>) {
+        self.pointer = pointer
+        self.end = end
+    }
+
+    /// Makes sure `n` more bytes fit (release builds included).
+    @inline(__always) func reserve(_ n: Int) {
+        precondition(n <= end - pointer, "JSON writer: \(n) bytes do not fit in the \(end - pointer) left (length mismatch)")
+    }
 
     @inline(__always) mutating func raw(_ text: StaticString) {
         let n = text.utf8CodeUnitCount
+        reserve(n)
         pointer.update(from: text.utf8Start, count: n)
         pointer += n
     }
 
     @inline(__always) mutating func bytes(_ data: UnsafeRawBufferPointer) {
         guard let base = data.baseAddress, data.count > 0 else { return }
+        reserve(data.count)
         UnsafeMutableRawPointer(pointer).copyMemory(from: base, byteCount: data.count)
         pointer += data.count
     }
 
     @inline(__always) mutating func byte(_ b: UInt8) {
+        reserve(1)
         pointer.pointee = b
         pointer += 1
     }
@@ -163,6 +180,7 @@ struct RawJSONWriter {
     /// Writes `value` in decimal: exactly ``JSONWriter/decimalLength(_:)`` bytes.
     mutating func uint(_ value: UInt64) {
         let n = JSONWriter.decimalLength(value)
+        reserve(n)
         var v = value
         var i = n
         repeat {

@@ -146,7 +146,7 @@ extension ServerFrame {
         buffer.append(contentsOf: repeatElement(0, count: total))
         buffer.withUnsafeMutableBufferPointer { out in
             guard let base = out.baseAddress else { return }
-            var w = RawJSONWriter(pointer: base + start)
+            var w = RawJSONWriter(pointer: base + start, end: base + start + total)
             w.raw("{\"type\":\"event\",\"session\":")
             w.string(session)
             if let seq {
@@ -162,13 +162,15 @@ extension ServerFrame {
             w.raw(",\"role\":")
             w.string(role)
             w.raw("},\"ts\":\"")
+            w.reserve(RFC3339.length)
             RFC3339.write(milliseconds: timestampMs, to: w.pointer)
             w.pointer += RFC3339.length
             w.raw("\",\"data\":")
             w.bytes(data)
             w.byte(Byte.closeBrace)
-            // The length arithmetic above and the writes must agree; a mismatch is a bug here, not bad input.
-            assert(w.pointer == base + start + total, "event frame length mismatch")
+            // The length arithmetic above and the writes must agree; a mismatch is a bug here, not bad input. Every
+            // write is bounds-checked (release too), so a mismatch traps instead of writing out of bounds.
+            precondition(w.pointer == base + start + total, "event frame length mismatch")
         }
         return total
     }
