@@ -141,4 +141,36 @@ struct SessionRulesTests {
         #expect(seqs == Array(1...100))
         #expect(store.batchesCommitted == 13)
     }
+
+    @Test("storage batches are bounded by bytes as well as by count; an event larger than the bound is a batch alone")
+    func storageBatchesAreBoundedByBytes() throws {
+        let dir = try TemporaryDirectory.make(prefix: "bytes")
+        defer { TemporaryDirectory.remove(dir) }
+        var options = TranscriptLogOptions(directory: dir)
+        options.fsync = .never
+        let log = try TranscriptLog.open(options)
+        let store = LocalEventStore(
+            log: log, fsync: .never, commitWindowMicroseconds: 0, maxBatch: 1_000, maxBatchBytes: 1_000,
+            metrics: GatewayMetrics(), logger: Logger(label: "bytes-test"))
+        // 30 events of 100 data bytes (10 per batch), then one of 5,000 bytes (alone), then 5 more small ones.
+        let sizes = Array(repeating: 100, count: 30) + [5_000] + Array(repeating: 100, count: 5)
+        for (i, size) in sizes.enumerated() {
+            let data = Array("\"".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: size - 2) + Array("\"".utf8)
+            let request = AppendRequest(session: "s", id: "p\(i)", kind: "progress", sub: "a", role: "agent", timestampMs: 0, data: data)
+            #expect(store.submit(PendingAppend(connection: ConnectionID(raw: 1), request: request)))
+        }
+        store.start(wake: {}, onFatal: { _ in })
+        var seqs: [UInt64] = []
+        let deadline = ContinuousClock.now + .seconds(10)
+        while seqs.count < sizes.count && ContinuousClock.now < deadline {
+            for case .committed(let r) in store.takeResults() {
+                if case .success(.appended(let seq)) = r.outcome { seqs.append(seq) } else { Issue.record("\(r.outcome)") }
+            }
+            usleep(1_000)
+        }
+        store.stop()
+        #expect(store.waitStopped(timeout: .seconds(10)))
+        #expect(seqs == Array(1...UInt64(sizes.count)))
+        #expect(store.batchesCommitted == 5, "3 batches of 10, the large one alone, then the 5 small ones")
+    }
 }

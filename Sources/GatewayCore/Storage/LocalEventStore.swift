@@ -25,6 +25,8 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
     private let fsync: FsyncPolicy
     private let maxQueued: Int
     private let maxBatch: Int
+    /// Event data bytes per batch (far below the log's 1 GiB batch limit; a single larger event is a batch alone).
+    private let maxBatchBytes: Int
     private let retentionEveryMs: Int64
     /// Group-commit window (µs): under load a batch starts at most once per window; 0 = commit at once.
     private let windowNs: UInt64
@@ -94,12 +96,14 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
 
     init(
         log: TranscriptLog, fsync: FsyncPolicy, commitWindowMicroseconds: Int = 1_000, maxQueued: Int = 65_536,
-        maxBatch: Int = 4_096, retentionEveryMs: Int64 = 60_000, metrics: GatewayMetrics, logger: Logger
+        maxBatch: Int = 4_096, maxBatchBytes: Int = 64 << 20, retentionEveryMs: Int64 = 60_000, metrics: GatewayMetrics,
+        logger: Logger
     ) {
         self.log = log
         self.fsync = fsync
         self.maxQueued = maxQueued
         self.maxBatch = maxBatch
+        self.maxBatchBytes = maxBatchBytes
         self.retentionEveryMs = retentionEveryMs
         self.windowNs = UInt64(max(0, commitWindowMicroseconds)) * 1_000
         self.eagerBatch = max(1, min(maxBatch, maxQueued, 1_024))
@@ -257,9 +261,18 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
 
             if !batch.isEmpty {
                 lastBatchNs = MonotonicClock.nowNs()
+                // Batches are bounded by count and by bytes: the log refuses a batch over 1 GiB as a whole, and one
+                // publisher's large messages must not make every publisher of a batch fail.
                 var start = 0
                 while start < batch.count {
-                    let end = min(batch.count, start + maxBatch)
+                    var end = start
+                    var bytes = 0
+                    while end < batch.count && end - start < maxBatch
+                        && (end == start || bytes + batch[end].request.data.count <= maxBatchBytes)
+                    {
+                        bytes += batch[end].request.data.count
+                        end += 1
+                    }
                     commit(start == 0 && end == batch.count ? batch : Array(batch[start..<end]))
                     start = end
                 }
