@@ -111,58 +111,25 @@ struct SessionRulesTests {
         #expect(q.bytes == 0 && q.ephemeralBytes == 0)
     }
 
-    @Test("the storage thread takes its whole backlog in one move and commits it in batches of at most maxBatch, in order")
-    func storageTakesTheBacklogInOneMove() throws {
-        let dir = try TemporaryDirectory.make(prefix: "take")
+    /// Queues publishes of `dataSizes` bytes before a local store's thread runs, starts it, and returns the seqs of
+    /// the results in order and the number of batches committed.
+    static func commitQueued(dataSizes: [Int], maxBatch: Int, maxBatchBytes: Int = 64 << 20) throws -> (seqs: [UInt64], batches: Int) {
+        let dir = try TemporaryDirectory.make(prefix: "batches")
         defer { TemporaryDirectory.remove(dir) }
         var options = TranscriptLogOptions(directory: dir)
         options.fsync = .never
-        let log = try TranscriptLog.open(options)
         let store = LocalEventStore(
-            log: log, fsync: .never, commitWindowMicroseconds: 0, maxBatch: 8, metrics: GatewayMetrics(),
-            logger: Logger(label: "take-test"))
-        // 100 publishes queued before the thread runs: one take, 13 commits of <= 8.
-        for i in 1...100 {
-            let request = AppendRequest(
-                session: "s", id: "p\(i)", kind: "progress", sub: "a", role: "agent", timestampMs: 0, data: Array("{}".utf8))
-            #expect(store.submit(PendingAppend(connection: ConnectionID(raw: 1), request: request)))
-        }
-        store.start(wake: {}, onFatal: { _ in })
-        var seqs: [UInt64] = []
-        let deadline = ContinuousClock.now + .seconds(10)
-        while seqs.count < 100 && ContinuousClock.now < deadline {
-            for case .committed(let r) in store.takeResults() {
-                if case .success(.appended(let seq)) = r.outcome { seqs.append(seq) }
-            }
-            usleep(1_000)
-        }
-        store.stop()
-        #expect(store.waitStopped(timeout: .seconds(10)))
-        #expect(seqs == Array(1...100))
-        #expect(store.batchesCommitted == 13)
-    }
-
-    @Test("storage batches are bounded by bytes as well as by count; an event larger than the bound is a batch alone")
-    func storageBatchesAreBoundedByBytes() throws {
-        let dir = try TemporaryDirectory.make(prefix: "bytes")
-        defer { TemporaryDirectory.remove(dir) }
-        var options = TranscriptLogOptions(directory: dir)
-        options.fsync = .never
-        let log = try TranscriptLog.open(options)
-        let store = LocalEventStore(
-            log: log, fsync: .never, commitWindowMicroseconds: 0, maxBatch: 1_000, maxBatchBytes: 1_000,
-            metrics: GatewayMetrics(), logger: Logger(label: "bytes-test"))
-        // 30 events of 100 data bytes (10 per batch), then one of 5,000 bytes (alone), then 5 more small ones.
-        let sizes = Array(repeating: 100, count: 30) + [5_000] + Array(repeating: 100, count: 5)
-        for (i, size) in sizes.enumerated() {
-            let data = Array("\"".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: size - 2) + Array("\"".utf8)
+            log: try TranscriptLog.open(options), fsync: .never, commitWindowMicroseconds: 0, maxBatch: maxBatch,
+            maxBatchBytes: maxBatchBytes, metrics: GatewayMetrics(), logger: Logger(label: "batches-test"))
+        for (i, size) in dataSizes.enumerated() {
+            let data = Array("\"".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: max(0, size - 2)) + Array("\"".utf8)
             let request = AppendRequest(session: "s", id: "p\(i)", kind: "progress", sub: "a", role: "agent", timestampMs: 0, data: data)
             #expect(store.submit(PendingAppend(connection: ConnectionID(raw: 1), request: request)))
         }
         store.start(wake: {}, onFatal: { _ in })
         var seqs: [UInt64] = []
         let deadline = ContinuousClock.now + .seconds(10)
-        while seqs.count < sizes.count && ContinuousClock.now < deadline {
+        while seqs.count < dataSizes.count && ContinuousClock.now < deadline {
             for case .committed(let r) in store.takeResults() {
                 if case .success(.appended(let seq)) = r.outcome { seqs.append(seq) } else { Issue.record("\(r.outcome)") }
             }
@@ -170,7 +137,23 @@ struct SessionRulesTests {
         }
         store.stop()
         #expect(store.waitStopped(timeout: .seconds(10)))
+        return (seqs, store.batchesCommitted)
+    }
+
+    @Test("the storage thread takes its whole backlog in one move and commits it in batches of at most maxBatch, in order")
+    func storageTakesTheBacklogInOneMove() throws {
+        // 100 publishes queued before the thread runs: one take, 13 commits of <= 8.
+        let (seqs, batches) = try Self.commitQueued(dataSizes: Array(repeating: 2, count: 100), maxBatch: 8)
+        #expect(seqs == Array(1...100))
+        #expect(batches == 13)
+    }
+
+    @Test("storage batches are bounded by bytes as well as by count; an event larger than the bound is a batch alone")
+    func storageBatchesAreBoundedByBytes() throws {
+        // 30 events of 100 data bytes (10 per batch), then one of 5,000 bytes (alone), then 5 more small ones.
+        let sizes = Array(repeating: 100, count: 30) + [5_000] + Array(repeating: 100, count: 5)
+        let (seqs, batches) = try Self.commitQueued(dataSizes: sizes, maxBatch: 1_000, maxBatchBytes: 1_000)
         #expect(seqs == Array(1...UInt64(sizes.count)))
-        #expect(store.batchesCommitted == 5, "3 batches of 10, the large one alone, then the 5 small ones")
+        #expect(batches == 5, "3 batches of 10, the large one alone, then the 5 small ones")
     }
 }
