@@ -259,19 +259,22 @@ extension GatewayServer {
             case .remote(let session, let seq, let frame):
                 if table.committed(session: session, seq: seq) { fanOut.durable(session: session, seq: seq, frame: frame) }
             case .head(let summary):
-                if table.committed(session: summary.session, seq: summary.head) {
-                    fanOut.headAdvanced(session: summary.session, head: summary.head)
-                }
+                learnedHead(summary)
             case .joinReady(let session, let summary):
-                if let summary, table.committed(session: session, seq: summary.head) {
-                    fanOut.headAdvanced(session: session, head: summary.head)
-                }
+                if let summary { learnedHead(summary) }
                 finishPendingJoins(session: session, summary: summary)
             case .joinFailed(let session, let error):
                 failPendingJoins(session: session, reason: error.code)
             case .reset(let reason):
                 storeWasReset(reason)
             }
+        }
+    }
+
+    /// A head read from the store (no frames): subscribers behind it catch up from the store.
+    private func learnedHead(_ summary: StoreSummary) {
+        if table.committed(session: summary.session, seq: summary.head) {
+            fanOut.headAdvanced(session: summary.session, head: summary.head)
         }
     }
 

@@ -17,7 +17,8 @@ final class SessionTable {
     private(set) var live: [String: LiveSession] = [:]
     /// Per session, the highest seq whose commit result the service thread has processed (acked and fanned
     /// out). Replay never reads past it, so no client sees a durable event before its publisher's ack went out.
-    /// Seeded from the store at start; every later commit passes through ``committed(session:seq:)`` in order.
+    /// Seeded from the store at start; every later commit (and, in cluster mode, every head learned from the shared
+    /// store) passes through ``committed(session:seq:)``, which only lets it grow.
     private var ackedHeads: [String: UInt64] = [:]
     private let metrics: GatewayMetrics
     /// Called when a session's last local member left (the store may stop following it).

@@ -284,9 +284,7 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
                 } catch {
                     // Acks already went out under `interval`: a failed sync may have lost them, and retrying an fsync
                     // after a failure reports nothing true (fsyncgate). Stop for a restart, which re-verifies the log.
-                    metrics.storageErrors.increment()
-                    logger.critical("transcript sync failed; stopping", metadata: ["error": "\(error)"])
-                    onFatal("transcript sync failed: \(error)")
+                    stopForRestart("transcript sync failed", error)
                 }
                 lastSyncNs = MonotonicClock.nowNs()
                 dirty = false
@@ -307,12 +305,17 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
         } catch {
             // The final sync or close failed: what was acked may not be on disk. Exit non-zero (70) so that the
             // supervisor restarts the gateway and the log is re-verified.
-            metrics.storageErrors.increment()
-            logger.critical("transcript close failed", metadata: ["error": "\(error)"])
-            onFatal("transcript close failed: \(error)")
+            stopForRestart("transcript close failed", error)
         }
         state.withLock { $0.stopped = true }
         wake()
+    }
+
+    /// A sync or close failure: counted, logged, and fatal (the gateway drains and exits 70; storage thread).
+    private func stopForRestart(_ what: String, _ error: TranscriptError) {
+        metrics.storageErrors.increment()
+        logger.critical("\(what); stopping for a restart", metadata: ["error": "\(error)"])
+        onFatal("\(what): \(error)")
     }
 
     private func commit(_ batch: [PendingAppend]) {

@@ -216,8 +216,17 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
         try? withReader { c throws(RedisError) in try self.readSummaries(c, sessions: [session])[0] }
     }
 
-    /// Head, first held seq and last event time of each session, in one pipelined round trip.
+    /// Head, first held seq and last event time of each session, in pipelined round trips of 256 sessions.
     func readSummaries(_ c: RedisConnection, sessions: [String]) throws(RedisError) -> [StoreSummary?] {
+        var out: [StoreSummary?] = []
+        out.reserveCapacity(sessions.count)
+        for chunk in stride(from: 0, to: sessions.count, by: 256) {
+            out += try readSummaryChunk(c, sessions: sessions[chunk..<min(sessions.count, chunk + 256)])
+        }
+        return out
+    }
+
+    private func readSummaryChunk(_ c: RedisConnection, sessions: ArraySlice<String>) throws(RedisError) -> [StoreSummary?] {
         var commands: [[[UInt8]]] = []
         for s in sessions {
             commands.append(["HMGET", keys.meta(s), "seq", "ts"].map { Array($0.utf8) })
@@ -656,11 +665,7 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
                 do {
                     let s = try connect()
                     let c = try connect()
-                    var channels = [probe]
-                    channels.append(contentsOf: f.subscribing.map { keys.channel($0) })
-                    for chunk in stride(from: 0, to: channels.count, by: 512) {
-                        s.append(["SUBSCRIBE"] + channels[chunk..<min(channels.count, chunk + 512)])
-                    }
+                    Self.appendInBatches(s, "SUBSCRIBE", [probe] + f.subscribing.map { keys.channel($0) })
                     try s.flush()
                     sub = s
                     side = c
@@ -707,35 +712,27 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
                     f.lastSeen.removeValue(forKey: session)
                     toUnsubscribe.append(keys.channel(session))
                 }
-                for chunk in stride(from: 0, to: toSubscribe.count, by: 512) {
-                    s.append(["SUBSCRIBE"] + toSubscribe[chunk..<min(toSubscribe.count, chunk + 512)])
-                }
-                for chunk in stride(from: 0, to: toUnsubscribe.count, by: 512) {
-                    s.append(["UNSUBSCRIBE"] + toUnsubscribe[chunk..<min(toUnsubscribe.count, chunk + 512)])
-                }
+                Self.appendInBatches(s, "SUBSCRIBE", toSubscribe)
+                Self.appendInBatches(s, "UNSUBSCRIBE", toUnsubscribe)
                 if !toSubscribe.isEmpty || !toUnsubscribe.isEmpty { try s.flush() }
 
-                // 3. Reads for confirmed sessions: what pending joins need, or a resync after a reconnect.
-                let readable = f.wantRead.keys.filter { f.subscribed.contains($0) }
+                // 2. Reads for confirmed sessions: what pending joins need, or a resync after a reconnect.
+                let readable = Array(f.wantRead.keys.filter { f.subscribed.contains($0) })
                 if !readable.isEmpty {
                     var out: [StoreUpdate] = []
-                    for chunk in stride(from: 0, to: readable.count, by: 256) {
-                        let part = Array(readable[chunk..<min(readable.count, chunk + 256)])
-                        let summaries = try readSummaries(c, sessions: part)
-                        for (session, summary) in zip(part, summaries) {
-                            if let h = summary?.head { f.lastSeen[session] = max(f.lastSeen[session] ?? 0, h) }
-                            if f.wantRead[session] == true {
-                                out.append(.joinReady(session: session, summary: summary))
-                            } else if let summary {
-                                out.append(.head(summary))
-                            }
-                            f.wantRead.removeValue(forKey: session)
+                    for (session, summary) in zip(readable, try readSummaries(c, sessions: readable)) {
+                        if let h = summary?.head { f.lastSeen[session] = max(f.lastSeen[session] ?? 0, h) }
+                        if f.wantRead[session] == true {
+                            out.append(.joinReady(session: session, summary: summary))
+                        } else if let summary {
+                            out.append(.head(summary))
                         }
+                        f.wantRead.removeValue(forKey: session)
                     }
                     emit(out)
                 }
 
-                // 2. Pushes and confirmations.
+                // 3. Pushes and confirmations.
                 var fds = [
                     pollfd(fd: s.fd, events: Int16(POLLIN), revents: 0),
                     pollfd(fd: subscriberEvent, events: Int16(POLLIN), revents: 0),
@@ -766,14 +763,10 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
                     lastHeadCheckNs = t
                     let followed = Array(f.subscribed)
                     var out: [StoreUpdate] = []
-                    for chunk in stride(from: 0, to: followed.count, by: 256) {
-                        let part = Array(followed[chunk..<min(followed.count, chunk + 256)])
-                        let summaries = try readSummaries(c, sessions: part)
-                        for (session, summary) in zip(part, summaries) {
-                            guard let summary, summary.head > (f.lastSeen[session] ?? 0) else { continue }
-                            f.lastSeen[session] = summary.head
-                            out.append(.head(summary))
-                        }
+                    for (session, summary) in zip(followed, try readSummaries(c, sessions: followed)) {
+                        guard let summary, summary.head > (f.lastSeen[session] ?? 0) else { continue }
+                        f.lastSeen[session] = summary.head
+                        out.append(.head(summary))
                     }
                     emit(out)
                 }
@@ -789,6 +782,13 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
         }
         shared.withLock { $0.subscriberStopped = true }
         wake()
+    }
+
+    /// Appends `command` for `channels` in commands of at most 512 channels (no I/O).
+    private static func appendInBatches(_ c: RedisConnection, _ command: String, _ channels: [String]) {
+        for chunk in stride(from: 0, to: channels.count, by: 512) {
+            c.append([command] + channels[chunk..<min(channels.count, chunk + 512)])
+        }
     }
 
     private func drainEvent() {
