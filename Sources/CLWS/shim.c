@@ -4,6 +4,9 @@
 #endif
 #include "CLWS.h"
 #include <sys/socket.h>
+#include <sys/ioctl.h>
+#include <stdlib.h>
+#include <stddef.h>
 
 const size_t CLWS_PRE = LWS_PRE;
 
@@ -29,3 +32,43 @@ void CLWS_ssl_ctx_tune(SSL_CTX *ctx) {
 }
 
 int CLWS_accept_nonblocking(int listen_fd) { return accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+
+struct CLWS_timer {
+    lws_sorted_usec_list_t sul; /* first member: the sul callback gets its address */
+    void (*cb)(void *user);
+    void *user;
+};
+
+static void clws_timer_fired(lws_sorted_usec_list_t *sul) {
+    CLWS_timer *t = (CLWS_timer *)((char *)sul - offsetof(CLWS_timer, sul));
+    t->cb(t->user);
+}
+
+CLWS_timer *CLWS_timer_new(void (*cb)(void *user), void *user) {
+    CLWS_timer *t = calloc(1, sizeof(*t));
+    if (!t) return NULL;
+    t->cb = cb;
+    t->user = user;
+    return t;
+}
+
+void CLWS_timer_schedule(struct lws_context *ctx, CLWS_timer *t, int64_t us) {
+    lws_sul_schedule(ctx, 0, &t->sul, clws_timer_fired, (lws_usec_t)(us < 1 ? 1 : us));
+}
+
+void CLWS_timer_cancel(CLWS_timer *t) { lws_sul_cancel(&t->sul); }
+
+void CLWS_timer_free(CLWS_timer *t) { free(t); }
+
+int CLWS_socket_readable_bytes(int fd) {
+    int n = 0;
+    return ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
+}
+
+int CLWS_service_read(struct lws_context *ctx, int fd) {
+    struct lws_pollfd pfd;
+    pfd.fd = fd;
+    pfd.events = LWS_POLLIN;
+    pfd.revents = LWS_POLLIN;
+    return lws_service_fd(ctx, &pfd);
+}

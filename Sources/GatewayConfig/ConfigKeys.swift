@@ -104,6 +104,8 @@ enum ConfigKeys {
         .init("limits.handshake_timeout_seconds", .double(seconds)),
         .init("limits.token_recheck_seconds", .double(seconds)),
         .init("limits.replay_chunk_events", .int(1...65_536)),
+        .init("limits.write_pacing_max_us", .int(0...20_000)),
+        .init("limits.reads_per_turn", .int(1...256)),
         .init("rate_limits.strikes_before_close", .int(1...1_000_000)),
         .init("rate_limits.roles.user.rate_per_second", .double(0...1_000_000)),
         .init("rate_limits.roles.user.burst", .int(0...10_000_000)),

@@ -341,6 +341,9 @@ struct ValueResolver {
             try await double("limits.handshake_timeout_seconds") ?? limits.handshakeTimeoutSeconds
         limits.tokenRecheckSeconds = try await double("limits.token_recheck_seconds") ?? limits.tokenRecheckSeconds
         limits.replayChunkEvents = try await int("limits.replay_chunk_events") ?? limits.replayChunkEvents
+        limits.writePacingMaxMicroseconds =
+            try await int("limits.write_pacing_max_us") ?? limits.writePacingMaxMicroseconds
+        limits.readsPerTurn = try await int("limits.reads_per_turn") ?? limits.readsPerTurn
         guard limits.outboundBufferBytes >= limits.maxMessageBytes else {
             throw invalid(
                 descriptor("limits.outbound_buffer_bytes"),

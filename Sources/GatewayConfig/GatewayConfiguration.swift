@@ -185,6 +185,10 @@ public struct LimitSettings: Sendable, Equatable {
     public var tokenRecheckSeconds: Double = 30
     /// `limits.replay_chunk_events`: events read from the log per replay chunk.
     public var replayChunkEvents: Int = 256
+    /// `limits.write_pacing_max_us`: the cap of the adaptive flush interval under load (µs; 0 = no pacing).
+    public var writePacingMaxMicroseconds: Int = 2_000
+    /// `limits.reads_per_turn`: reads of one busy socket per loop turn (the read budget).
+    public var readsPerTurn: Int = 16
 
     /// Creates the default limits.
     public init() {}

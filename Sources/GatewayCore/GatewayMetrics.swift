@@ -28,6 +28,10 @@ final class GatewayMetrics: Sendable {
     let eventsOutDurable: Counter
     let eventsOutEphemeral: Counter
     let eventsOutReplay: Counter
+    let socketWrites: Counter
+    let framesWritten: Counter
+    let writesDeferred: Counter
+    let extraReads: Counter
     let acks: Counter
     let duplicateAcks: Counter
     let slowConsumerCloses: Counter
@@ -70,6 +74,10 @@ final class GatewayMetrics: Sendable {
         eventsOutDurable = evOut("durable")
         eventsOutEphemeral = evOut("ephemeral")
         eventsOutReplay = evOut("replay")
+        socketWrites = r.makeCounter(descriptor: Self.describe("gateway_socket_writes_total", "WebSocket socket writes (one lws_write of coalesced frames each)"))
+        framesWritten = r.makeCounter(descriptor: Self.describe("gateway_frames_written_total", "WebSocket frames those writes carried"))
+        writesDeferred = r.makeCounter(descriptor: Self.describe("gateway_writes_paced_total", "Write requests held back by write pacing"))
+        extraReads = r.makeCounter(descriptor: Self.describe("gateway_extra_reads_total", "Socket reads beyond lws's one per loop turn (read budget)"))
         acks = r.makeCounter(descriptor: Self.describe("gateway_acks_total", "Acks sent to publishers"))
         duplicateAcks = r.makeCounter(descriptor: Self.describe("gateway_duplicate_acks_total", "Acks for re-published ids (nothing appended)"))
         slowConsumerCloses = r.makeCounter(descriptor: Self.describe("gateway_slow_consumer_closes_total", "Connections closed 4009 at their outbound cap"))

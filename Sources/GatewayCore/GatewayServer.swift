@@ -77,6 +77,13 @@ public final class GatewayServer: @unchecked Sendable {
     var usesEventLib: Bool { config.eventLoop == "libev" }
     /// Set when the context was destroyed from inside the event-library loop (how an evlib loop is stopped).
     var destroyedInLoop = false
+    /// Connections that may have more bytes in their socket than lws's one read of this loop turn took
+    /// (the read budget, ``serviceMoreReads()``); each at most once (`Connection.readAgain`).
+    var readMore: [Connection] = []
+    /// A wake-up was requested so that ``serviceMoreReads()`` runs (cleared when it ran).
+    var readWakeRequested = false
+    /// Reads made by the read budget since the last metrics flush.
+    var extraReads = 0
 
     /// Opens the store (the transcript log: recovery runs here) and prepares the server; ``start()`` begins serving.
     /// - Throws: ``GatewayStartError`` naming what failed (log directory, keys).
@@ -98,7 +105,9 @@ public final class GatewayServer: @unchecked Sendable {
         }
         self.store = store
         self.webAssets = WebAssets(root: configuration.webRoot)
-        io = ConnectionIO(outboundCap: configuration.limits.outboundBufferBytes, metrics: metrics, logger: logger)
+        io = ConnectionIO(
+            outboundCap: configuration.limits.outboundBufferBytes,
+            pacingMaxNs: UInt64(configuration.limits.writePacingMaxMicroseconds) * 1_000, metrics: metrics, logger: logger)
         table = SessionTable(seedHeads: store.sessionSummaries(), metrics: metrics)
         replay = ReplayPump(
             store: store, table: table, io: io, chunkEvents: configuration.limits.replayChunkEvents,
@@ -231,6 +240,7 @@ public final class GatewayServer: @unchecked Sendable {
             return
         }
         context = ctx
+        io.pacer.context = ctx
         contextRef.withLock { $0 = ContextRef(ptr: ctx) }
         var bound: [BoundListener] = []
         for s in listeners {
@@ -269,6 +279,7 @@ public final class GatewayServer: @unchecked Sendable {
 
     private func shutdownNow(_ ctx: OpaquePointer) {
         contextRef.withLock { $0 = nil }
+        io.pacer.context = nil
         // CLOSED callbacks for the remaining connections run inside destroy. After an in-loop destroy (event
         // library), lws needs this second call to finish (lws-notes §3.12).
         lws_context_destroy(ctx)
@@ -291,6 +302,7 @@ public final class GatewayServer: @unchecked Sendable {
     func onWake() {
         let updates = store.takeResults()
         if !updates.isEmpty { handleUpdates(updates) }
+        if !readMore.isEmpty { serviceMoreReads() }
 
         let now = MonotonicClock.nowNs()
         if now - lastHousekeepingNs >= 200_000_000 {
@@ -302,6 +314,7 @@ public final class GatewayServer: @unchecked Sendable {
         if loopShouldExit && usesEventLib && !destroyedInLoop, let ctx = context {
             destroyedInLoop = true
             contextRef.withLock { $0 = nil }
+            io.pacer.context = nil
             lws_context_destroy(ctx)
         }
     }
@@ -351,6 +364,59 @@ public final class GatewayServer: @unchecked Sendable {
         if live.durable > 0 { metrics.eventsOutDurable.increment(by: Int64(live.durable)) }
         if live.ephemeral > 0 { metrics.eventsOutEphemeral.increment(by: Int64(live.ephemeral)) }
         if replayed > 0 { metrics.eventsOutReplay.increment(by: Int64(replayed)) }
+        let w = io.takeWriteCounts()
+        if w.writes > 0 { metrics.socketWrites.increment(by: Int64(w.writes)) }
+        if w.frames > 0 { metrics.framesWritten.increment(by: Int64(w.frames)) }
+        let paced = io.pacer.takeDeferred()
+        if paced > 0 { metrics.writesDeferred.increment(by: Int64(paced)) }
+        if extraReads > 0 { metrics.extraReads.increment(by: Int64(extraReads)) }
+        extraReads = 0
+    }
+
+    // MARK: read budget
+
+    /// Bytes of one lws read per loop turn (the protocol's `rx_buffer_size`; Transport/LWSContext.swift).
+    static let rxChunkBytes = 2 * 1024
+
+    /// Marks `conn` for another read in this turn once what it received since its last check could have filled
+    /// lws's read (a publisher streaming small messages crosses it within one read; a chat message does not).
+    func noteReceived(_ conn: Connection, bytes: Int) {
+        conn.rxTurnBytes &+= bytes + 8
+        // A connection over its rate limit (its last publish was refused) gets lws's one read per turn, no more:
+        // reading a flood faster only makes more errors and takes the loop from everyone else.
+        guard !conn.readAgain, conn.strikes == 0, conn.rxTurnBytes >= Self.rxChunkBytes * 3 / 4, config.limits.readsPerTurn > 1
+        else { return }
+        conn.readAgain = true
+        readMore.append(conn)
+        if !readWakeRequested {
+            readWakeRequested = true
+            if let context { lws_cancel_service(context) }
+        }
+    }
+
+    /// The read budget: lws reads each socket once per loop turn (at most `rx_buffer_size`, 2 KiB), so a publisher
+    /// streaming small messages was held to ~6 messages per turn however long the turn — the ceiling the ~6.7 frames
+    /// per send of the fan-out came from (docs/benchmarks.md). Each marked connection whose socket still holds bytes
+    /// (FIONREAD) is read again, up to `limits.reads_per_turn` reads in all per turn. Runs in the wake-up callback
+    /// (the cancel pipe's, not a connection's, so no connection's own callback is re-entered), on both event loops.
+    func serviceMoreReads() {
+        readWakeRequested = false
+        guard let ctx = context else { return }
+        let marked = readMore
+        readMore.removeAll(keepingCapacity: true)
+        let budget = config.limits.readsPerTurn - 1
+        for conn in marked {
+            conn.readAgain = false
+            conn.rxTurnBytes = 0
+            var reads = 0
+            while reads < budget && !conn.released && conn.phase != .closing && conn.strikes == 0 {
+                let fd = lws_get_socket_fd(conn.wsi)
+                guard fd >= 0, CLWS_socket_readable_bytes(fd) > 0 else { break }
+                reads += 1
+                if CLWS_service_read(ctx, fd) != 0 { break }
+            }
+            extraReads += reads
+        }
     }
 
     // MARK: shutdown

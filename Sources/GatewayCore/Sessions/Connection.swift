@@ -42,6 +42,16 @@ final class Connection {
     /// Frames waiting for WRITEABLE; bounded against the configured cap by ``ConnectionIO``.
     var outbound = OutboundQueue()
     var writeRequested = false
+    /// Waiting on the write pacer's list (its WRITEABLE is requested once its flush interval has passed).
+    var paced = false
+    /// When the socket was last written (monotonic ns; 0: never).
+    var lastWriteNs: UInt64 = 0
+    /// On the read-budget list of this loop turn (``GatewayServer/serviceMoreReads(_:)``).
+    var readAgain = false
+    /// Bytes received (estimated on the wire) since the read budget last looked at this connection.
+    var rxTurnBytes = 0
+    /// Set in `CLOSED`: `wsi` is gone; lists that still hold the connection skip it.
+    var released = false
     var pendingClose: (code: UInt16, reason: String)?
 
     // Inbound: fragment reassembly (bounded by the max message size).

@@ -353,7 +353,13 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
                         outcome: .failure(StoreError(error)), frame: nil))
             }
         }
-        state.withLock { q in for r in results { q.outbox.append(.committed(r)) } }
-        wake()
+        // One wake-up per hand-back the service thread has not taken yet: while it is busy (results still waiting),
+        // later batches join the waiting ones and are taken together in its next turn, with no more pipe writes.
+        let first = state.withLock { q -> Bool in
+            let wasEmpty = q.outbox.isEmpty
+            for r in results { q.outbox.append(.committed(r)) }
+            return wasEmpty
+        }
+        if first { wake() }
     }
 }

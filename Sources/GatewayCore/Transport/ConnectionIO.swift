@@ -17,16 +17,23 @@ final class ConnectionIO {
     /// The coalescing buffer: `LWS_PRE` headroom plus up to 256 KiB of frames (grown for one larger frame).
     private var scratch: UnsafeMutableRawPointer
     private var scratchCapacity: Int
+    /// Write pacing under load (adaptive flush interval per connection).
+    let pacer: WritePacer
+    /// Socket writes (`lws_write` calls) and the frames they carried since the last ``takeWriteCounts()``.
+    private var writes = 0
+    private var framesWritten = 0
 
     /// Close codes after which nothing queued is worth sending.
     static let urgentCloses: Set<UInt16> = [1003, 1009, 4000, 4001, 4008, 4009]
 
-    init(outboundCap: Int, metrics: GatewayMetrics, logger: Logger) {
+    init(outboundCap: Int, pacingMaxNs: UInt64 = 0, metrics: GatewayMetrics, logger: Logger) {
         self.outboundCap = outboundCap
+        pacer = WritePacer(maxIntervalNs: pacingMaxNs)
         self.metrics = metrics
         self.logger = logger
         scratchCapacity = Int(CLWS_PRE) + 256 * 1024
         scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchCapacity, alignment: 16)
+        pacer.onDue = { [unowned self] conn in self.requestNow(conn) }
     }
 
     deinit {
@@ -70,12 +77,25 @@ final class ConnectionIO {
         send(conn, Wire.error(code: code, message: message, ref: ref, session: session), control: true)
     }
 
-    /// Asks lws for a WRITEABLE callback of `conn` (once until it comes).
+    /// Asks lws for a WRITEABLE callback of `conn` (once until it comes), unless the pacer holds it back because
+    /// the socket was written less than one flush interval ago (then the pacer asks when the interval has passed).
     func requestWrite(_ conn: Connection) {
+        if conn.writeRequested || conn.paced { return }
+        if pacer.holdBack(conn) { return }
+        requestNow(conn)
+    }
+
+    private func requestNow(_ conn: Connection) {
         if !conn.writeRequested {
             conn.writeRequested = true
             lws_callback_on_writable(conn.wsi)
         }
+    }
+
+    /// Socket writes and frames written since the last call (flushed to metrics on the housekeeping tick).
+    func takeWriteCounts() -> (writes: Int, frames: Int) {
+        defer { writes = 0; framesWritten = 0 }
+        return (writes, framesWritten)
     }
 
     /// Requests a close of `conn` from anywhere on the service thread. With `urgent`, queued frames are
@@ -85,7 +105,7 @@ final class ConnectionIO {
         conn.phase = .closing
         conn.pendingClose = (code, reason)
         if urgent { conn.dropQueue() }
-        requestWrite(conn)
+        requestNow(conn)
         // The close frame goes out in WRITEABLE; a peer that never drains its socket would never get there,
         // so lws drops the connection after a grace period (bounded memory and file descriptors).
         lws_set_timeout(conn.wsi, PENDING_TIMEOUT_USER_OK, 5)
@@ -115,6 +135,7 @@ final class ConnectionIO {
         }
         let limit = 256 * 1024
         var off = pre
+        var frames = 0
         while let frame = conn.outbound.first {
             let payloadCount = frame.payload.count
             let need = 10 + payloadCount
@@ -126,10 +147,14 @@ final class ConnectionIO {
                 if let base = p.baseAddress { (scratch + off).copyMemory(from: base, byteCount: payloadCount) }
             }
             off += payloadCount
+            frames += 1
             conn.outbound.removeFirst()
         }
         conn.outbound.compact()
         if off > pre {
+            writes += 1
+            framesWritten += frames
+            conn.lastWriteNs = pacer.nowNs
             let n = lws_write(conn.wsi, scratch.advanced(by: pre).assumingMemoryBound(to: UInt8.self), off - pre, LWS_WRITE_HTTP)
             if n < 0 { return -1 }
         }
