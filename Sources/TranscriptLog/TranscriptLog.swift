@@ -389,8 +389,10 @@ public final class TranscriptLog: Sendable {
     /// - Parameter batch: the events, in acceptance order.
     /// - Returns: one outcome per request, in order.
     /// - Throws: if it throws, nothing of the batch is visible and nothing is acknowledged; the file was cut back
-    ///   to the last record boundary. `.diskFull` leaves the log usable; `.ioError` on write or fdatasync puts it
-    ///   in the failed state (later calls throw `.failed` until reopen). Also `.recordTooLarge`, `.closed`.
+    ///   to the batch's start and the cut synced, so the batch is not stored, now or after a reopen. `.diskFull`
+    ///   leaves the log usable; `.ioError` on write or fdatasync puts it in the failed state (later calls throw
+    ///   `.failed` until reopen). `.outcomeUnknown`: the cut failed too, the batch may be in the file (failed
+    ///   state). Also `.recordTooLarge`, `.closed`.
     public func append(_ batch: [AppendRequest]) throws(TranscriptError) -> [AppendOutcome] {
         try writer.withLock { (w: inout Writer) throws(TranscriptError) -> [AppendOutcome] in
             try checkWritable(w)
@@ -496,24 +498,48 @@ public final class TranscriptLog: Sendable {
         } catch {
             let err = TranscriptError.io(error, "pwrite \(file.name)")
             // G6: cut a short write back to the record boundary. If even that fails, the file's end is unknown.
-            do throws(FileIOError) { try io.ftruncate(file.fd, length: Int64(base)) } catch {
-                w.state = .failed(err)
-                throw err
-            }
+            try cutBack(&w, file, to: base, after: err)
             // ENOSPC-like errors leave a consistent file: retry later. Anything else (EIO) is G7: stop writing.
             if err.code != .diskFull { w.state = .failed(err) }
             throw err
         }
         w.activeSize = base + w.buffer.count
-        switch options.fsync {
-        case .always:
-            try syncActive(&w)
-        case .interval(let ms):
-            if forceSync || w.lastSync.duration(to: .now) >= .milliseconds(ms) { try syncActive(&w) }
-        case .never:
-            break
+        do throws(TranscriptError) {
+            switch options.fsync {
+            case .always:
+                try syncActive(&w)
+            case .interval(let ms):
+                if forceSync || w.lastSync.duration(to: .now) >= .milliseconds(ms) { try syncActive(&w) }
+            case .never:
+                break
+            }
+        } catch {
+            // The batch is written but not known durable, and its publishers are told it was not stored: cut it off,
+            // or a reopen would find whole records of it and serve events that were refused.
+            w.activeSize = base
+            try cutBack(&w, file, to: base, after: error)
+            throw error
         }
         return base
+    }
+
+    /// Cuts the active segment back to `base` (where the failed batch starts) and makes the cut durable, so no
+    /// byte of the batch can reappear at a reopen (an event refused is never stored later). The log's state is
+    /// left to the caller, except when the cut fails.
+    /// - Throws: `.outcomeUnknown` (the log is then failed) if the truncate or its fdatasync fails: the batch may
+    ///   still be in the file.
+    private func cutBack(
+        _ w: inout Writer, _ file: SegmentFile, to base: Int, after failure: TranscriptError
+    ) throws(TranscriptError) {
+        do throws(FileIOError) {
+            try io.ftruncate(file.fd, length: Int64(base))
+            if options.fsync != .never { try io.fdatasync(file.fd) }
+        } catch {
+            let unknown = TranscriptError(
+                .outcomeUnknown, errno: error.errno, operation: "cut back \(file.name)", reason: "after \(failure)")
+            w.state = .failed(unknown)
+            throw unknown
+        }
     }
 
     /// fdatasync the active segment. A failure is final until reopen (G7: no retry that pretends).

@@ -267,6 +267,8 @@ extension GatewayServer {
                 failPendingJoins(session: session, reason: error.code)
             case .reset(let reason):
                 storeWasReset(reason)
+            case .abandoned(let count):
+                inFlight -= count
             }
         }
     }

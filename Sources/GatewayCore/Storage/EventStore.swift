@@ -121,6 +121,11 @@ enum StoreUpdate: Sendable {
     case joinFailed(session: String, error: StoreError)
     /// The store's contents were recreated under this node (its epoch changed): every cursor is void.
     case reset(reason: String)
+    /// Publishes the engine will never answer, because neither "stored" nor "not stored" would be true (the local
+    /// log failed to cut a failed batch back off its file); the engine called `onFatal` first. They are no longer
+    /// in flight: the drain need not wait for them, and their clients, closed by the drain, re-publish with the
+    /// same id after the restart (dedupe answers those the reopened log holds).
+    case abandoned(count: Int)
 }
 
 /// One durable publish on its way to the store.
@@ -165,6 +170,6 @@ struct StoreError: Error, CustomStringConvertible, Sendable {
 
     /// The transcript log's error, as the local engine reports it.
     init(_ e: TranscriptError) {
-        self.init(code: "\(e.code)", description: "\(e)")
+        self.init(code: "\(e.code)", description: "\(e)", mayBeStored: e.code == .outcomeUnknown)
     }
 }

@@ -336,6 +336,17 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
                         connection: item.connection, session: item.request.session, id: item.request.id,
                         outcome: .success(outcome), frame: frame))
             }
+        } catch where error.code == .outcomeUnknown {
+            // The batch may be in the file although it failed: answering "not stored" could be a lie, "stored" too.
+            // Nobody is answered; the gateway drains and exits 70, and the reopen decides (a retry finds it by id).
+            metrics.storageErrors.increment()
+            logger.critical(
+                "transcript append failed and the batch could not be cut back; its publishers are not answered",
+                metadata: ["error": "\(error)", "batch.events": "\(batch.count)"])
+            onFatal("\(error)")
+            state.withLock { $0.outbox.append(.abandoned(count: batch.count)) }
+            wake()
+            return
         } catch {
             metrics.storageErrors.increment()
             logger.error(
