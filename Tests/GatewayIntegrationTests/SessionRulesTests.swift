@@ -156,4 +156,33 @@ struct SessionRulesTests {
         #expect(seqs == Array(1...UInt64(sizes.count)))
         #expect(batches == 5, "3 batches of 10, the large one alone, then the 5 small ones")
     }
+
+    @Test("only the disk's errors degrade readiness: a refused oversized event does not")
+    func refusedTooLargeDoesNotDegradeReadiness() throws {
+        let dir = try TemporaryDirectory.make(prefix: "too-large")
+        defer { TemporaryDirectory.remove(dir) }
+        var options = TranscriptLogOptions(directory: dir)
+        options.fsync = .never
+        options.maxRecordBytes = 1024
+        let store = LocalEventStore(
+            log: try TranscriptLog.open(options), fsync: .never, commitWindowMicroseconds: 0, metrics: GatewayMetrics(),
+            logger: Logger(label: "too-large-test"))
+        let data = Array("\"".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 4_000) + Array("\"".utf8)
+        let request = AppendRequest(session: "s", id: "big", kind: "progress", sub: "a", role: "agent", timestampMs: 0, data: data)
+        #expect(store.submit(PendingAppend(connection: ConnectionID(raw: 1), request: request)))
+        store.start(wake: {}, onFatal: { Issue.record("not fatal: \($0)") })
+        var refusal: StoreError? = nil
+        let deadline = ContinuousClock.now + .seconds(10)
+        while refusal == nil && ContinuousClock.now < deadline {
+            for case .committed(let r) in store.takeResults() {
+                if case .failure(let e) = r.outcome { refusal = e } else { Issue.record("\(r.outcome)") }
+            }
+            usleep(1_000)
+        }
+        store.stop()
+        #expect(store.waitStopped(timeout: .seconds(10)))
+        #expect(refusal?.code == "recordTooLarge", "\(String(describing: refusal))")
+        #expect(refusal?.degradesReadiness == false)
+        #expect(refusal?.mayBeStored == false)
+    }
 }

@@ -168,8 +168,12 @@ struct StoreError: Error, CustomStringConvertible, Sendable {
         self.mayBeStored = mayBeStored
     }
 
-    /// The transcript log's error, as the local engine reports it.
+    /// The transcript log's error, as the local engine reports it. Only the disk's errors degrade readiness: a
+    /// refused oversized event, or a log closed at shutdown, says nothing about whether the next write succeeds.
     init(_ e: TranscriptError) {
-        self.init(code: "\(e.code)", description: "\(e)", mayBeStored: e.code == .outcomeUnknown)
+        let disk: [TranscriptError.Code] = [.diskFull, .ioError, .readOnly, .failed, .outcomeUnknown, .corrupted]
+        self.init(
+            code: "\(e.code)", description: "\(e)", degradesReadiness: disk.contains(e.code),
+            mayBeStored: e.code == .outcomeUnknown)
     }
 }
