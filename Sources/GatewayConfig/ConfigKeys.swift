@@ -104,6 +104,7 @@ enum ConfigKeys {
         .init("limits.handshake_timeout_seconds", .double(seconds)),
         .init("limits.token_recheck_seconds", .double(seconds)),
         .init("limits.replay_chunk_events", .int(1...65_536)),
+        .init("limits.storage_inbox_bytes", .int(65_536...1_099_511_627_776)),
         .init("rate_limits.strikes_before_close", .int(1...1_000_000)),
         .init("rate_limits.roles.user.rate_per_second", .double(0...1_000_000)),
         .init("rate_limits.roles.user.burst", .int(0...10_000_000)),

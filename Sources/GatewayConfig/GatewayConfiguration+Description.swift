@@ -47,6 +47,7 @@ extension GatewayConfiguration {
         add("limits.handshake_timeout_seconds", "\(limits.handshakeTimeoutSeconds)")
         add("limits.token_recheck_seconds", "\(limits.tokenRecheckSeconds)")
         add("limits.replay_chunk_events", "\(limits.replayChunkEvents)")
+        add("limits.storage_inbox_bytes", "\(limits.storageInboxBytes)")
         add("rate_limits.strikes_before_close", "\(rateLimits.strikesBeforeClose)")
         func describe(_ limit: GatewayConfiguration.RateLimit) -> String {
             limit.isUnlimited ? "unlimited" : "\(limit.ratePerSecond)/s burst \(limit.burst)"

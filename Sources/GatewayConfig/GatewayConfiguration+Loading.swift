@@ -341,11 +341,19 @@ struct ValueResolver {
             try await double("limits.handshake_timeout_seconds") ?? limits.handshakeTimeoutSeconds
         limits.tokenRecheckSeconds = try await double("limits.token_recheck_seconds") ?? limits.tokenRecheckSeconds
         limits.replayChunkEvents = try await int("limits.replay_chunk_events") ?? limits.replayChunkEvents
+        limits.storageInboxBytes = try await int("limits.storage_inbox_bytes") ?? limits.storageInboxBytes
         guard limits.outboundBufferBytes >= limits.maxMessageBytes else {
             throw invalid(
                 descriptor("limits.outbound_buffer_bytes"),
                 "must be at least limits.max_message_bytes (\(limits.maxMessageBytes)), or no maximal event could ever be delivered",
                 value: String(limits.outboundBufferBytes)
+            )
+        }
+        guard limits.storageInboxBytes >= limits.maxMessageBytes else {
+            throw invalid(
+                descriptor("limits.storage_inbox_bytes"),
+                "must be at least limits.max_message_bytes (\(limits.maxMessageBytes)), or a maximal event is refused whenever anything else is queued",
+                value: String(limits.storageInboxBytes)
             )
         }
         guard config.segmentMaxBytes >= limits.maxMessageBytes + 65_536 else {

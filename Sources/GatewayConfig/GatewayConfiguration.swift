@@ -185,6 +185,9 @@ public struct LimitSettings: Sendable, Equatable {
     public var tokenRecheckSeconds: Double = 30
     /// `limits.replay_chunk_events`: events read from the log per replay chunk.
     public var replayChunkEvents: Int = 256
+    /// `limits.storage_inbox_bytes`: bytes of durable publishes accepted by the storage engine and not yet answered
+    /// (queued or being committed); a publish that would exceed it is answered `unavailable`.
+    public var storageInboxBytes: Int = 256 * 1_048_576
 
     /// Creates the default limits.
     public init() {}

@@ -425,3 +425,46 @@ struct StorageFailureTests {
         #expect(gw.fatalReason?.contains("close failed") == true, "\(String(describing: gw.fatalReason))")
     }
 }
+
+@Suite("Storage inbox budget", .timeLimit(.minutes(1)))
+struct StorageInboxBudgetTests {
+    /// `limits.storage_inbox_bytes`: publishes beyond the byte budget of the storage inbox are refused with
+    /// `unavailable` (nothing stored, the connection lives, `/readyz` stays 200); the budget frees as batches are
+    /// answered. A long commit window holds the first batch in the inbox so that the budget fills deterministically.
+    @Test func publishesOverTheByteBudgetAreRefusedAndTheConnectionLives() async throws {
+        let settings = [
+            "limits.max_message_bytes": "262144", "limits.storage_inbox_bytes": "524288",
+            "storage.commit_window_us": "2000000",
+        ]
+        try await withGateway(settings: settings) { gw in
+            let agent = try await gw.client(.agent, sub: "w", sessions: ["big"])
+            #expect(try agent.publish("big", id: "warm").int("seq") == 1)  // commits at once; the window starts
+            let pad = String(repeating: "x", count: 200_000)
+            for i in 1...6 {
+                try agent.send(["type": "publish", "session": "big", "id": "b\(i)", "kind": "progress", "data": ["pad": pad]])
+            }
+            var acked: [String: Int] = [:]
+            var refused: [String: String] = [:]
+            while acked.count + refused.count < 6 {
+                let f = try agent.next(timeout: .seconds(10))
+                if f.string("type") == "ack", let id = f.string("id") { acked[id] = f.int("seq") }
+                if f.string("type") == "error", let ref = f.string("ref") {
+                    #expect(f.string("code") == "unavailable", "\(f)")
+                    refused[ref] = f.string("message")
+                    if refused.count == 1 {
+                        // Refused by the budget, not by the disk: still ready.
+                        #expect(try RawHTTP.get(host: "127.0.0.1", port: gw.port, path: "/readyz").status == 200)
+                    }
+                }
+            }
+            // 2 x ~200 KB fit in 512 KiB, the third would not.
+            #expect(acked == ["b1": 2, "b2": 3], "\(acked)")
+            #expect(Set(refused.keys) == ["b3", "b4", "b5", "b6"])
+            #expect(refused.values.allSatisfy { $0 == "storage queue over its byte budget (limits.storage_inbox_bytes); retry" })
+            // The connection lives, the budget is free again, and a refused id was never stored.
+            let retry = try agent.publish("big", id: "b3", kind: "progress", data: ["pad": pad])
+            #expect(retry.int("seq") == 4 && retry["duplicate"] == nil, "\(retry)")
+            #expect(try RawHTTP.get(host: "127.0.0.1", port: gw.port, path: "/readyz").status == 200)
+        }
+    }
+}

@@ -44,9 +44,10 @@ protocol EventStore: AnyObject, Sendable {
     /// Starts the engine's threads. `wake` is called (from any thread) after results were queued;
     /// `onFatal` once when the engine can no longer be trusted to write (the gateway drains and exits).
     func start(wake: @escaping @Sendable () -> Void, onFatal: @escaping @Sendable (String) -> Void)
-    /// Queues one durable publish for the next batch. Returns false when the engine's queue is full or it is
-    /// stopping (the caller answers `unavailable`): nothing is acked that is not stored.
-    func submit(_ item: PendingAppend) -> Bool
+    /// Queues one durable publish for the next batch, or refuses it (the caller answers `unavailable`) when the
+    /// engine's inbox is at its count or byte limit (``StorageInbox``, `limits.storage_inbox_bytes`) or the engine
+    /// is stopping: nothing is acked that is not stored, and queued publishes stay within the budget.
+    func submit(_ item: PendingAppend) -> SubmitResult
     /// Takes every update so far, in order: local commit results in commit order, then what other nodes committed
     /// (service thread).
     func takeResults() -> [StoreUpdate]
