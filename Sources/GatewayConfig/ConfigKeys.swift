@@ -89,6 +89,7 @@ enum ConfigKeys {
         .init("redis.require_fsync", .bool),
         .init("redis.timeout_seconds", .double(0.05...60)),
         .init("redis.dedupe_window", .int(100...10_000_000)),
+        .init("dedupe.min_window_seconds", .int(0...2_592_000)),
         .init("cluster.node_id", .string(nonEmpty: true), aliases: ["GATEWAY_NODE_ID"]),
         .init("auth.hs256_secret", .string(nonEmpty: true), secret: true),
         .init("auth.hs256_kid", .string(nonEmpty: true)),

@@ -24,6 +24,7 @@ extension GatewayConfiguration {
         add("storage.retention_max_total_bytes", optional(retentionMaxTotalBytes))
         add("storage.skip_damaged_records", "\(skipDamagedRecords)")
         add("storage.engine", storageEngine.rawValue)
+        add("dedupe.min_window_seconds", "\(dedupeMinWindowSeconds)")
         add("redis.url", "\(redis.endpoint)")
         add("redis.key_prefix", redis.keyPrefix)
         add("redis.require_fsync", "\(redis.requireFsync)")

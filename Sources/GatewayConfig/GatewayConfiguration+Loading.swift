@@ -275,6 +275,7 @@ struct ValueResolver {
             $0 == 0 ? nil : $0
         }
         config.skipDamagedRecords = try await bool("storage.skip_damaged_records") ?? false
+        config.dedupeMinWindowSeconds = try await int("dedupe.min_window_seconds") ?? defaults.dedupeMinWindowSeconds
 
         // Cluster mode (storage.engine = redis).
         config.storageEngine = StorageEngine(rawValue: try await string("storage.engine") ?? "local") ?? .local

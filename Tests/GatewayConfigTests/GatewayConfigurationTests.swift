@@ -221,6 +221,17 @@ struct EnvironmentTests {
         #expect(belowMessage?.message.contains("limits.max_message_bytes") == true, "\(String(describing: belowMessage))")
     }
 
+    @Test func dedupeMinWindowSeconds() async throws {
+        #expect(try await load([:]).dedupeMinWindowSeconds == 300)
+        let config = try await load(["GATEWAY_DEDUPE_MIN_WINDOW_SECONDS": "0"])
+        #expect(config.dedupeMinWindowSeconds == 0)
+        #expect(config.redactedDescription.contains("dedupe.min_window_seconds = 0"))
+        let file = try await load([:], file: try writeFile(#"{"dedupe": {"min_window_seconds": 900}}"#))
+        #expect(file.dedupeMinWindowSeconds == 900)
+        let bad = await loadError(environment: secretEnv.merging(["GATEWAY_DEDUPE_MIN_WINDOW_SECONDS": "-1"]) { a, _ in a })
+        #expect(bad?.key == "dedupe.min_window_seconds")
+    }
+
     @Test func emptyValuesCountAsUnset() async throws {
         let config = try await load(["GATEWAY_TLS_CERT": "", "GATEWAY_TLS_KEY": "", "GATEWAY_LISTEN_PORT": ""])
         #expect(config.listeners == [ListenerConfig(host: "127.0.0.1", port: 8080, tls: nil)])

@@ -70,6 +70,7 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
         options.retentionMaxAgeSeconds = configuration.retentionMaxAgeSeconds
         options.retentionMaxTotalBytes = configuration.retentionMaxTotalBytes
         options.skipDamagedRecords = configuration.skipDamagedRecords
+        options.dedupeMinWindowSeconds = configuration.dedupeMinWindowSeconds
         options.io = fileIO
         // A record holds one event: leave room for the largest message plus its envelope.
         options.maxRecordBytes = max(options.maxRecordBytes, configuration.limits.maxMessageBytes + 64 * 1024)
