@@ -24,6 +24,7 @@ extension GatewayConfiguration {
         add("storage.retention_max_total_bytes", optional(retentionMaxTotalBytes))
         add("storage.skip_damaged_records", "\(skipDamagedRecords)")
         add("storage.engine", storageEngine.rawValue)
+        add("dedupe.min_window_seconds", "\(dedupeMinWindowSeconds)")
         add("redis.url", "\(redis.endpoint)")
         add("redis.key_prefix", redis.keyPrefix)
         add("redis.require_fsync", "\(redis.requireFsync)")
@@ -49,6 +50,7 @@ extension GatewayConfiguration {
         add("limits.replay_chunk_events", "\(limits.replayChunkEvents)")
         add("limits.write_pacing_max_us", "\(limits.writePacingMaxMicroseconds)")
         add("limits.reads_per_turn", "\(limits.readsPerTurn)")
+        add("limits.storage_inbox_bytes", "\(limits.storageInboxBytes)")
         add("rate_limits.strikes_before_close", "\(rateLimits.strikesBeforeClose)")
         func describe(_ limit: GatewayConfiguration.RateLimit) -> String {
             limit.isUnlimited ? "unlimited" : "\(limit.ratePerSecond)/s burst \(limit.burst)"

@@ -275,6 +275,7 @@ struct ValueResolver {
             $0 == 0 ? nil : $0
         }
         config.skipDamagedRecords = try await bool("storage.skip_damaged_records") ?? false
+        config.dedupeMinWindowSeconds = try await int("dedupe.min_window_seconds") ?? defaults.dedupeMinWindowSeconds
 
         // Cluster mode (storage.engine = redis).
         config.storageEngine = StorageEngine(rawValue: try await string("storage.engine") ?? "local") ?? .local
@@ -344,11 +345,19 @@ struct ValueResolver {
         limits.writePacingMaxMicroseconds =
             try await int("limits.write_pacing_max_us") ?? limits.writePacingMaxMicroseconds
         limits.readsPerTurn = try await int("limits.reads_per_turn") ?? limits.readsPerTurn
+        limits.storageInboxBytes = try await int("limits.storage_inbox_bytes") ?? limits.storageInboxBytes
         guard limits.outboundBufferBytes >= limits.maxMessageBytes else {
             throw invalid(
                 descriptor("limits.outbound_buffer_bytes"),
                 "must be at least limits.max_message_bytes (\(limits.maxMessageBytes)), or no maximal event could ever be delivered",
                 value: String(limits.outboundBufferBytes)
+            )
+        }
+        guard limits.storageInboxBytes >= limits.maxMessageBytes else {
+            throw invalid(
+                descriptor("limits.storage_inbox_bytes"),
+                "must be at least limits.max_message_bytes (\(limits.maxMessageBytes)), or a maximal event is refused whenever anything else is queued",
+                value: String(limits.storageInboxBytes)
             )
         }
         guard config.segmentMaxBytes >= limits.maxMessageBytes + 65_536 else {

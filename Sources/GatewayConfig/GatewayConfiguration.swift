@@ -56,6 +56,9 @@ public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible
     public var redis = RedisSettings()
     /// `cluster.node_id` (env `GATEWAY_NODE_ID`): this node's name in the cluster; `nil` = a random id per start.
     public var nodeID: String? = nil
+    /// `dedupe.min_window_seconds`: the local engine remembers, per session, at least the last 10,000 publish ids
+    /// and at least those of the last this many seconds (0 = the count alone).
+    public var dedupeMinWindowSeconds: Int = 300
 
     /// The configuration that ``load(configFile:environment:overrides:)`` yields with no file and no
     /// overrides, except that ``AuthConfiguration/hs256Secret`` is `nil` here (it has no default).
@@ -189,6 +192,9 @@ public struct LimitSettings: Sendable, Equatable {
     public var writePacingMaxMicroseconds: Int = 2_000
     /// `limits.reads_per_turn`: reads of one busy socket per loop turn (the read budget).
     public var readsPerTurn: Int = 16
+    /// `limits.storage_inbox_bytes`: bytes of durable publishes accepted by the storage engine and not yet answered
+    /// (queued or being committed); a publish that would exceed it is answered `unavailable`.
+    public var storageInboxBytes: Int = 256 * 1_048_576
 
     /// Creates the default limits.
     public init() {}

@@ -47,16 +47,16 @@ final class SegmentScanner {
     let io: any FileIO
     let directory: String
     let policy: DamagePolicy
-    let dedupeCapacity: Int
+    let dedupe: DedupePolicy
     let writable: Bool
     var result = ScanResult()
     private let reader = ChunkReader(capacity: 4 << 20)
 
-    init(io: any FileIO, directory: String, policy: DamagePolicy, dedupeCapacity: Int, writable: Bool) {
+    init(io: any FileIO, directory: String, policy: DamagePolicy, dedupe: DedupePolicy, writable: Bool) {
         self.io = io
         self.directory = directory
         self.policy = policy
-        self.dedupeCapacity = dedupeCapacity
+        self.dedupe = dedupe
         self.writable = writable
     }
 
@@ -202,7 +202,7 @@ final class SegmentScanner {
                 try damaged(DamageReport(segment: name, offset: offset, length: layout.size, reason: "head marker below head"))
                 return
             }
-            result.sessions[session, default: SessionIndex(dedupeCapacity: dedupeCapacity)]
+            result.sessions[session, default: SessionIndex(dedupe: dedupe)]
                 .raiseHead(to: layout.seq, timestampMs: layout.timestampMs, location: location)
             result.report.recordsScanned += 1
             return
@@ -220,7 +220,7 @@ final class SegmentScanner {
             let why = "seq gap: expected \(head + 1), found \(seq)"
             try damaged(DamageReport(segment: name, offset: offset, length: 0, reason: why))
         }
-        result.sessions[session, default: SessionIndex(dedupeCapacity: dedupeCapacity)]
+        result.sessions[session, default: SessionIndex(dedupe: dedupe)]
             .add(seq: seq, location: location, timestampMs: layout.timestampMs)
         entry.newestEventMs = max(entry.newestEventMs ?? layout.timestampMs, layout.timestampMs)
         result.report.recordsScanned += 1

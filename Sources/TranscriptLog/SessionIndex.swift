@@ -36,29 +36,156 @@ struct DedupeKey: Hashable, Sendable {
     func hash(into hasher: inout Hasher) { hasher.combine(fingerprint) }
 }
 
-/// The last `capacity` (sub, id) → seq pairs of one session, evicted oldest first.
+/// What a session's dedupe window keeps (docs/transcript-format.md, "Dedupe window").
+struct DedupePolicy: Sendable, Equatable {
+    /// At least the newest this many ids (`TranscriptLogOptions.dedupeWindowPerSession`; 0 turns dedupe off).
+    var minIDs: Int
+    /// And at least the ids whose event time is within this many seconds of the session's newest event.
+    var minSeconds: Int
+    /// Never more than this many ids per session: at the cap the oldest id goes, even inside the time window.
+    var maxIDs: Int
+
+    init(minIDs: Int, minSeconds: Int = 0, maxIDs: Int = .max) {
+        self.minIDs = max(0, minIDs)
+        self.minSeconds = max(0, minSeconds)
+        self.maxIDs = max(self.minIDs, maxIDs)
+    }
+
+    init(_ o: TranscriptLogOptions) {
+        self.init(minIDs: o.dedupeWindowPerSession, minSeconds: o.dedupeMinWindowSeconds, maxIDs: o.dedupeMaxPerSession)
+    }
+
+    var isOff: Bool { minIDs == 0 }
+}
+
+/// One session's remembered publish ids, oldest first: the newest `minIDs` and every id within `minSeconds` of
+/// the newest event, at most `maxIDs`.
+///
+/// Compact: an id is its 64-bit fingerprint (`DedupeKey.fingerprint`) and its seq (``Entry``, 16 bytes) plus its
+/// event second (4 bytes) in a ring that grows by a quarter when full (20-25 bytes per id), and a 4-byte slot of an
+/// open-addressing index kept between 64% and 80% full (5-6.25 bytes per id): at most 31.25 bytes per id at any
+/// fill, against ~150 for the strings. A fingerprint can collide, so a hit is only a candidate: the log reads the
+/// record back and compares (sub, id) before it answers `duplicate` (``TranscriptLog``'s `verifiedDuplicate`).
 struct DedupeWindow: Sendable {
-    private(set) var map: [DedupeKey: UInt64] = [:]
-    /// Insertion order, used as a ring once full; entries carry their seq so eviction never removes a newer mapping.
-    private var ring: [(key: DedupeKey, seq: UInt64)] = []
-    private var next = 0
-    let capacity: Int
+    /// One remembered id.
+    struct Entry: Sendable, Equatable {
+        var fingerprint: UInt64
+        var seq: UInt64
+    }
 
-    init(capacity: Int) { self.capacity = max(0, capacity) }
+    let policy: DedupePolicy
+    /// A ring, oldest at `start`; grows by a quarter (up to `maxIDs`) only when full.
+    private var entries: [Entry] = []
+    /// Event time (Unix seconds) of each entry of the ring.
+    private var seconds: [UInt32] = []
+    private var start = 0
+    private(set) var count = 0
+    /// Linear-probing index over the ring: 0 = empty, else ring position + 1. At most 80% full.
+    private var slots: [UInt32] = []
 
-    func lookup(_ key: DedupeKey) -> UInt64? { map[key] }
+    init(_ policy: DedupePolicy) { self.policy = policy }
 
-    mutating func insert(_ key: DedupeKey, seq: UInt64) {
-        guard capacity > 0 else { return }
-        if ring.count < capacity {
-            ring.append((key, seq))
-        } else {
-            let old = ring[next]
-            if map[old.key] == old.seq { map.removeValue(forKey: old.key) }
-            ring[next] = (key, seq)
-            next = next + 1 == capacity ? 0 : next + 1
+    /// The most ids ever kept at once by the count rule alone (the time rule may keep more).
+    var capacity: Int { policy.minIDs }
+
+    /// Bytes held for the ids (ring, times and index), for the memory figure.
+    var memoryBytes: Int {
+        entries.count * MemoryLayout<Entry>.stride + seconds.count * MemoryLayout<UInt32>.stride
+            + slots.count * MemoryLayout<UInt32>.stride
+    }
+
+    /// Seqs of the remembered ids with this fingerprint, newest first: candidates, to verify against the log.
+    func candidates(_ fingerprint: UInt64) -> [UInt64] {
+        guard count > 0 else { return [] }
+        var out: [UInt64] = []
+        var j = home(fingerprint)
+        // Bounded: the index is at most 80% full, so an empty slot ends the probe.
+        while slots[j] != 0 {
+            let e = entries[Int(slots[j] - 1)]
+            if e.fingerprint == fingerprint { out.append(e.seq) }
+            j = next(j)
         }
-        map[key] = seq
+        return out.sorted(by: >)
+    }
+
+    /// Remembers `key` → `seq`, an event of time `timestampMs`; forgets what the policy no longer needs.
+    mutating func insert(_ key: DedupeKey, seq: UInt64, timestampMs: Int64) {
+        guard !policy.isOff else { return }
+        let second = UInt32(clamping: timestampMs / 1000)
+        // Forget the oldest while more than minIDs are kept and it is older than the time window, or at the cap.
+        while count > 0 {
+            let oldest = seconds[start]
+            let aged =
+                count >= policy.minIDs
+                && (policy.minSeconds == 0 || (second > oldest && Int(second - oldest) > policy.minSeconds))
+            guard aged || count >= policy.maxIDs else { break }
+            removeOldest()
+        }
+        if count == entries.count { grow() }
+        if (count + 1) * 5 > slots.count * 4 { reindex() }
+        let at = (start + count) % entries.count
+        entries[at] = Entry(fingerprint: key.fingerprint, seq: seq)
+        seconds[at] = second
+        count += 1
+        place(at)
+    }
+
+    /// The fingerprint's first slot: mixed, then mapped onto the index by a multiply (any size, no modulo).
+    private func home(_ fingerprint: UInt64) -> Int {
+        Int((fingerprint &* 0x9E37_79B9_7F4A_7C15).multipliedFullWidth(by: UInt64(slots.count)).high)
+    }
+
+    private func next(_ j: Int) -> Int { j + 1 == slots.count ? 0 : j + 1 }
+
+    private mutating func place(_ position: Int) {
+        var j = home(entries[position].fingerprint)
+        while slots[j] != 0 { j = next(j) }  // bounded: the index is at most 80% full
+        slots[j] = UInt32(position + 1)
+    }
+
+    /// Drops the oldest entry and its index slot (backward-shift deletion: no tombstones).
+    private mutating func removeOldest() {
+        var hole = home(entries[start].fingerprint)
+        while slots[hole] != UInt32(start + 1) { hole = next(hole) }  // bounded: the entry is indexed
+        var k = next(hole)
+        while slots[k] != 0 {  // bounded by the cluster's length
+            let h = home(entries[Int(slots[k] - 1)].fingerprint)
+            // Move k into the hole unless its home lies cyclically in (hole, k].
+            let stays = hole <= k ? (h > hole && h <= k) : (h > hole || h <= k)
+            if !stays {
+                slots[hole] = slots[k]
+                hole = k
+            }
+            k = next(k)
+        }
+        slots[hole] = 0
+        start = (start + 1) % entries.count
+        count -= 1
+    }
+
+    /// Grows the ring by a quarter (bounded by the cap), oldest first at 0, and rebuilds the index.
+    private mutating func grow() {
+        let size = min(policy.maxIDs, max(16, entries.count + entries.count / 4))
+        var e: [Entry] = []
+        var t: [UInt32] = []
+        e.reserveCapacity(size)
+        t.reserveCapacity(size)
+        for i in 0..<count {
+            e.append(entries[(start + i) % entries.count])
+            t.append(seconds[(start + i) % entries.count])
+        }
+        e.append(contentsOf: repeatElement(Entry(fingerprint: 0, seq: 0), count: size - count))
+        t.append(contentsOf: repeatElement(0, count: size - count))
+        entries = e
+        seconds = t
+        start = 0
+        reindex()
+    }
+
+    /// Rebuilds the index at 64% full for the ids held plus one (so the next insert fits under 80%).
+    private mutating func reindex() {
+        slots = [UInt32](repeating: 0, count: max(16, ((count + 1) * 25 + 15) / 16))
+        for i in 0..<count { place((start + i) % entries.count) }
     }
 }
 
@@ -83,7 +210,7 @@ struct SessionIndex: Sendable {
     private(set) var headLocation: RecordLocation = 0
     var dedupe: DedupeWindow
 
-    init(dedupeCapacity: Int) { dedupe = DedupeWindow(capacity: dedupeCapacity) }
+    init(dedupe policy: DedupePolicy) { dedupe = DedupeWindow(policy) }
 
     var isEmpty: Bool { locations.isEmpty }
     /// Oldest seq held; head + 1 when nothing is held.

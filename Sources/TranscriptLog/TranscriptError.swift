@@ -3,7 +3,8 @@
 
 import Glibc
 
-/// An error from the transcript log. Every case means "the event was not stored" (wire error `unavailable`).
+/// An error from the transcript log. Every case but `.outcomeUnknown` means "the event was not stored" (wire
+/// error `unavailable`).
 public struct TranscriptError: Error, CustomStringConvertible, Sendable, Equatable {
     /// What went wrong.
     public enum Code: Sendable, Equatable {
@@ -21,6 +22,10 @@ public struct TranscriptError: Error, CustomStringConvertible, Sendable, Equatab
         case closed
         /// A write or fdatasync failed earlier; the log refuses writes until it is reopened.
         case failed
+        /// A write or fdatasync of a batch failed, and cutting the batch back off the file (truncate, then fdatasync)
+        /// failed too: the batch may be in the file and be served after a reopen. The log is failed; nobody may be
+        /// told the batch was stored, nor that it was not.
+        case outcomeUnknown
         /// A record's payload exceeds `maxRecordBytes`, a string exceeds 65,535 bytes, or a batch exceeds 1 GiB.
         case recordTooLarge
         /// An option is out of range (message says which).

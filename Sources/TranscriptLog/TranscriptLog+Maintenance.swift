@@ -98,7 +98,7 @@ extension TranscriptLog {
         let started = ContinuousClock.now
         let scanner = SegmentScanner(
             io: options.io, directory: options.directory, policy: options.skipDamagedRecords ? .skip : .fail,
-            dedupeCapacity: options.dedupeWindowPerSession, writable: false)
+            dedupe: DedupePolicy(options), writable: false)
         try scanner.scanAll()
         var result = scanner.result
         try rebuildDedupe(&result)
@@ -129,7 +129,7 @@ extension TranscriptLog {
             try shared.withLock { (s: inout Shared) throws(TranscriptError) -> Int in
                 let scanner = SegmentScanner(
                     io: io, directory: options.directory, policy: options.skipDamagedRecords ? .skip : .fail,
-                    dedupeCapacity: options.dedupeWindowPerSession, writable: false)
+                    dedupe: DedupePolicy(options), writable: false)
                 swap(&scanner.result.sessions, &s.sessions)
                 defer { swap(&scanner.result.sessions, &s.sessions) }
                 let numbers = try SegmentScanner.listSegments(options.directory, io: io)
@@ -173,7 +173,7 @@ extension TranscriptLog {
     /// - Throws: `.ioError` if files cannot be read.
     public static func verify(directory: String, io: any FileIO = PosixFileIO()) throws(TranscriptError) -> VerifyReport {
         let started = ContinuousClock.now
-        let scanner = SegmentScanner(io: io, directory: directory, policy: .skip, dedupeCapacity: 0, writable: false)
+        let scanner = SegmentScanner(io: io, directory: directory, policy: .skip, dedupe: DedupePolicy(minIDs: 0), writable: false)
         try scanner.scanAll()
         var r = scanner.result
         r.report.durationNanoseconds = nanoseconds(ContinuousClock.now - started)
@@ -194,7 +194,7 @@ extension TranscriptLog {
     public static func repair(directory: String, io: any FileIO = PosixFileIO()) throws(TranscriptError) -> RepairReport {
         let lockFD = try takeLock(directory, io: io)
         defer { io.close(lockFD) }
-        let scanner = SegmentScanner(io: io, directory: directory, policy: .skip, dedupeCapacity: 0, writable: true)
+        let scanner = SegmentScanner(io: io, directory: directory, policy: .skip, dedupe: DedupePolicy(minIDs: 0), writable: true)
         try scanner.scanAll()
         let r = scanner.result
         guard let first = r.damage.first, let cutNumber = TranscriptFormat.segmentNumber(fromName: first.segment) else {

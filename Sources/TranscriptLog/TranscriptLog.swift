@@ -120,7 +120,7 @@ public final class TranscriptLog: Sendable {
         var dirtyDirectory = try removeTemporaries(dir, io: io)
         let scanner = SegmentScanner(
             io: io, directory: dir, policy: options.skipDamagedRecords ? .skip : .fail,
-            dedupeCapacity: options.dedupeWindowPerSession, writable: true)
+            dedupe: DedupePolicy(options), writable: true)
         try scanner.scanAll()
         var result = scanner.result
         for name in result.tornSegments {
@@ -180,6 +180,10 @@ public final class TranscriptLog: Sendable {
             throw bad("maxRecordBytes must be in 1024...\(TranscriptFormat.maxRecordLimit)")
         }
         guard o.dedupeWindowPerSession >= 0 else { throw bad("dedupeWindowPerSession must be >= 0") }
+        guard o.dedupeMinWindowSeconds >= 0 else { throw bad("dedupeMinWindowSeconds must be >= 0") }
+        guard o.dedupeMaxPerSession >= o.dedupeWindowPerSession else {
+            throw bad("dedupeMaxPerSession must be >= dedupeWindowPerSession")
+        }
         if case .interval(let ms) = o.fsync, ms <= 0 { throw bad("fsync interval must be > 0 ms") }
         if let age = o.retentionMaxAgeSeconds, age <= 0 { throw bad("retentionMaxAgeSeconds must be > 0") }
         if let total = o.retentionMaxTotalBytes, total <= 0 { throw bad("retentionMaxTotalBytes must be > 0") }
@@ -306,8 +310,11 @@ public final class TranscriptLog: Sendable {
         if let failure { throw failure }
     }
 
-    /// Re-reads the last `dedupeWindowPerSession` records of each session to rebuild the dedupe window (cheaper
-    /// than building it during the scan, which would create two strings per record of the whole log).
+    /// Re-reads the records each session's dedupe window needs to rebuild it (cheaper than building it during
+    /// the scan, which would create two strings per record of the whole log): the last `dedupeWindowPerSession`,
+    /// and before them those of segments with an event inside the time window (`dedupeMinWindowSeconds` before the
+    /// session's newest event), at most `dedupeMaxPerSession`. Inserted in seq order with their event times, the
+    /// window keeps exactly what it kept before the restart.
     ///
     /// One pass in log order over the union of those records: sessions interleave in the log, so walking the
     /// records session by session would re-read every chunk once per session (O(sessions × log size); 100
@@ -318,9 +325,17 @@ public final class TranscriptLog: Sendable {
         for s in result.segments { byNumber[s.file.number] = s }
         var names: [String] = []
         var wanted: [(location: RecordLocation, slot: Int32)] = []
-        for (name, index) in result.sessions where index.dedupe.capacity > 0 {
+        for (name, index) in result.sessions where !index.dedupe.policy.isOff {
+            let policy = index.dedupe.policy
             let count = index.locations.count
-            let from = max(0, count - index.dedupe.capacity)
+            var from = max(0, count - policy.minIDs)
+            let cutoff = index.lastTimestampMs - Int64(policy.minSeconds) * 1000
+            // Bounded by the cap: each step takes one more record.
+            while from > 0 && count - from < policy.maxIDs
+                && (byNumber[UInt32(index.locations[from - 1] >> 32)]?.newestEventMs ?? .min) >= cutoff
+            {
+                from -= 1
+            }
             guard from < count else { continue }
             let slot = Int32(names.count)
             names.append(name)
@@ -343,8 +358,32 @@ public final class TranscriptLog: Sendable {
             let key = DedupeKey(
                 sub: String(decoding: UnsafeRawBufferPointer(rebasing: view[layout.sub]), as: UTF8.self),
                 id: String(decoding: UnsafeRawBufferPointer(rebasing: view[layout.id]), as: UTF8.self))
-            indexes[Int(w.slot)].dedupe.insert(key, seq: layout.seq)
+            indexes[Int(w.slot)].dedupe.insert(key, seq: layout.seq, timestampMs: layout.timestampMs)
         }
+    }
+
+    /// The seq of (sub, id) if the session's dedupe window remembers it: each candidate of the key's fingerprint is
+    /// read back from the log and its (sub, id) compared, so a fingerprint collision never turns a new event into a
+    /// duplicate. A candidate that can no longer be read (removed by retention, or a read error) does not count:
+    /// the publish is stored as a new event. Called under the `shared` lock; reads only on a fingerprint hit.
+    static func verifiedDuplicate(_ s: Shared, _ index: SessionIndex, _ key: DedupeKey) -> UInt64? {
+        let candidates = index.dedupe.candidates(key.fingerprint)
+        guard !candidates.isEmpty else { return nil }
+        let reader = ChunkReader(capacity: 4096)
+        for seq in candidates {
+            let i = index.firstIndex(after: seq &- 1)
+            guard i < index.locations.count, index.seq(at: i) == seq else { continue }
+            let location = index.locations[i]
+            guard let seg = s.segment(UInt32(location >> 32)),
+                let (layout, view) = try? fetch(reader, seg, offset: Int(location & 0xFFFF_FFFF))
+            else { continue }
+            if layout.seq == seq && UnsafeRawBufferPointer(rebasing: view[layout.sub]).elementsEqual(key.sub.utf8)
+                && UnsafeRawBufferPointer(rebasing: view[layout.id]).elementsEqual(key.id.utf8)
+            {
+                return seq
+            }
+        }
+        return nil
     }
 
     /// Reads and checks the record at `offset` of a segment. The view is valid until the reader's next call.
@@ -389,8 +428,10 @@ public final class TranscriptLog: Sendable {
     /// - Parameter batch: the events, in acceptance order.
     /// - Returns: one outcome per request, in order.
     /// - Throws: if it throws, nothing of the batch is visible and nothing is acknowledged; the file was cut back
-    ///   to the last record boundary. `.diskFull` leaves the log usable; `.ioError` on write or fdatasync puts it
-    ///   in the failed state (later calls throw `.failed` until reopen). Also `.recordTooLarge`, `.closed`.
+    ///   to the batch's start and the cut synced, so the batch is not stored, now or after a reopen. `.diskFull`
+    ///   leaves the log usable; `.ioError` on write or fdatasync puts it in the failed state (later calls throw
+    ///   `.failed` until reopen). `.outcomeUnknown`: the cut failed too, the batch may be in the file (failed
+    ///   state). Also `.recordTooLarge`, `.closed`.
     public func append(_ batch: [AppendRequest]) throws(TranscriptError) -> [AppendOutcome] {
         try writer.withLock { (w: inout Writer) throws(TranscriptError) -> [AppendOutcome] in
             try checkWritable(w)
@@ -470,7 +511,9 @@ public final class TranscriptLog: Sendable {
                 }
                 let key = DedupeKey(sub: r.sub, id: r.id)
                 let pending = PendingKey(slot: slot, key: key)
-                if let seq = windows[slot].flatMap({ s.sessions.values[$0].dedupe.lookup(key) }) ?? pendingKeys[pending] {
+                if let seq = windows[slot].flatMap({ Self.verifiedDuplicate(s, s.sessions.values[$0], key) })
+                    ?? pendingKeys[pending]
+                {
                     outcomes.append(.duplicate(seq: seq))
                     continue
                 }
@@ -496,24 +539,48 @@ public final class TranscriptLog: Sendable {
         } catch {
             let err = TranscriptError.io(error, "pwrite \(file.name)")
             // G6: cut a short write back to the record boundary. If even that fails, the file's end is unknown.
-            do throws(FileIOError) { try io.ftruncate(file.fd, length: Int64(base)) } catch {
-                w.state = .failed(err)
-                throw err
-            }
+            try cutBack(&w, file, to: base, after: err)
             // ENOSPC-like errors leave a consistent file: retry later. Anything else (EIO) is G7: stop writing.
             if err.code != .diskFull { w.state = .failed(err) }
             throw err
         }
         w.activeSize = base + w.buffer.count
-        switch options.fsync {
-        case .always:
-            try syncActive(&w)
-        case .interval(let ms):
-            if forceSync || w.lastSync.duration(to: .now) >= .milliseconds(ms) { try syncActive(&w) }
-        case .never:
-            break
+        do throws(TranscriptError) {
+            switch options.fsync {
+            case .always:
+                try syncActive(&w)
+            case .interval(let ms):
+                if forceSync || w.lastSync.duration(to: .now) >= .milliseconds(ms) { try syncActive(&w) }
+            case .never:
+                break
+            }
+        } catch {
+            // The batch is written but not known durable, and its publishers are told it was not stored: cut it off,
+            // or a reopen would find whole records of it and serve events that were refused.
+            w.activeSize = base
+            try cutBack(&w, file, to: base, after: error)
+            throw error
         }
         return base
+    }
+
+    /// Cuts the active segment back to `base` (where the failed batch starts) and makes the cut durable, so no
+    /// byte of the batch can reappear at a reopen (an event refused is never stored later). The log's state is
+    /// left to the caller, except when the cut fails.
+    /// - Throws: `.outcomeUnknown` (the log is then failed) if the truncate or its fdatasync fails: the batch may
+    ///   still be in the file.
+    private func cutBack(
+        _ w: inout Writer, _ file: SegmentFile, to base: Int, after failure: TranscriptError
+    ) throws(TranscriptError) {
+        do throws(FileIOError) {
+            try io.ftruncate(file.fd, length: Int64(base))
+            if options.fsync != .never { try io.fdatasync(file.fd) }
+        } catch {
+            let unknown = TranscriptError(
+                .outcomeUnknown, errno: error.errno, operation: "cut back \(file.name)", reason: "after \(failure)")
+            w.state = .failed(unknown)
+            throw unknown
+        }
     }
 
     /// fdatasync the active segment. A failure is final until reopen (G7: no retry that pretends).
@@ -532,13 +599,13 @@ public final class TranscriptLog: Sendable {
     /// Makes a committed batch visible: index, heads, dedupe, segment size. Looks each session up once per batch.
     private func publish(_ batch: [AppendRequest], _ w: inout Writer, base: Int) {
         guard let file = w.active else { return }
-        let capacity = options.dedupeWindowPerSession
+        let policy = DedupePolicy(options)
         let planned = w.planned
         let offsets = w.offsets
         let size = w.activeSize
         let names = w.slotSessions
         shared.withLock { s in
-            for name in names where s.sessions[name] == nil { s.sessions[name] = SessionIndex(dedupeCapacity: capacity) }
+            for name in names where s.sessions[name] == nil { s.sessions[name] = SessionIndex(dedupe: policy) }
             // No insertion below, so these indices stay valid while values are updated in place.
             let indices = names.map { s.sessions.index(forKey: $0) }
             var newest: Int64? = nil
@@ -547,7 +614,7 @@ public final class TranscriptLog: Sendable {
                 let r = batch[p.index]
                 let location = makeLocation(segment: file.number, offset: base + offsets[k])
                 s.sessions.values[at].add(seq: p.seq, location: location, timestampMs: r.timestampMs)
-                s.sessions.values[at].dedupe.insert(p.key, seq: p.seq)
+                s.sessions.values[at].dedupe.insert(p.key, seq: p.seq, timestampMs: r.timestampMs)
                 newest = max(newest ?? r.timestampMs, r.timestampMs)
             }
             let last = s.segments.count - 1
@@ -713,6 +780,6 @@ public final class TranscriptLog: Sendable {
     ///   - id: publisher message id.
     /// - Returns: the seq, or nil.
     public func lookup(session: String, sub: String, id: String) -> UInt64? {
-        shared.withLock { $0.sessions[session]?.dedupe.lookup(DedupeKey(sub: sub, id: id)) }
+        shared.withLock { s in s.sessions[session].flatMap { Self.verifiedDuplicate(s, $0, DedupeKey(sub: sub, id: id)) } }
     }
 }

@@ -26,8 +26,14 @@ public struct TranscriptLogOptions: Sendable {
     public var retentionMaxTotalBytes: Int? = nil
     /// Open fails on damage in the middle of the log unless this is true (then damaged regions are skipped and counted).
     public var skipDamagedRecords: Bool = false
-    /// How many recent (sub, id) pairs per session are remembered for dedupe, across restarts.
+    /// How many recent (sub, id) pairs per session are remembered for dedupe, across restarts (at least).
     public var dedupeWindowPerSession: Int = 10_000
+    /// And every (sub, id) whose event time is within this many seconds of the session's newest event, whatever
+    /// the session's speed (`dedupe.min_window_seconds`); 0 = the count alone.
+    public var dedupeMinWindowSeconds: Int = 300
+    /// The per-session cap on remembered ids (~31 bytes each): at the cap the oldest is forgotten, even inside the
+    /// time window. At least `dedupeWindowPerSession`.
+    public var dedupeMaxPerSession: Int = 1 << 20
     /// The bound on a record's payload: a larger length on disk is corruption, never an allocation (1 KiB ... 256 MiB).
     public var maxRecordBytes: Int = 2 << 20
     /// The I/O layer (injectable for fault tests).

@@ -203,6 +203,35 @@ struct EnvironmentTests {
         #expect(config.auth.audience == "gateway")
     }
 
+    @Test func storageInboxBytes() async throws {
+        #expect(try await load([:]).limits.storageInboxBytes == 256 * 1_048_576)
+        let config = try await load([
+            "GATEWAY_LIMITS_STORAGE_INBOX_BYTES": "2097152", "GATEWAY_LIMITS_MAX_MESSAGE_BYTES": "1048576",
+        ])
+        #expect(config.limits.storageInboxBytes == 2_097_152)
+        #expect(config.redactedDescription.contains("limits.storage_inbox_bytes = 2097152"))
+        let file = try await load([:], file: try writeFile(#"{"limits": {"storage_inbox_bytes": 65536, "max_message_bytes": 65536}}"#))
+        #expect(file.limits.storageInboxBytes == 65_536)
+        // Below the range, and below the largest message (which would then be refused whenever anything is queued).
+        let low = await loadError(environment: secretEnv.merging(["GATEWAY_LIMITS_STORAGE_INBOX_BYTES": "1024"]) { a, _ in a })
+        #expect(low?.key == "limits.storage_inbox_bytes")
+        let belowMessage = await loadError(
+            environment: secretEnv.merging(["GATEWAY_LIMITS_STORAGE_INBOX_BYTES": "524288"]) { a, _ in a })
+        #expect(belowMessage?.key == "limits.storage_inbox_bytes")
+        #expect(belowMessage?.message.contains("limits.max_message_bytes") == true, "\(String(describing: belowMessage))")
+    }
+
+    @Test func dedupeMinWindowSeconds() async throws {
+        #expect(try await load([:]).dedupeMinWindowSeconds == 300)
+        let config = try await load(["GATEWAY_DEDUPE_MIN_WINDOW_SECONDS": "0"])
+        #expect(config.dedupeMinWindowSeconds == 0)
+        #expect(config.redactedDescription.contains("dedupe.min_window_seconds = 0"))
+        let file = try await load([:], file: try writeFile(#"{"dedupe": {"min_window_seconds": 900}}"#))
+        #expect(file.dedupeMinWindowSeconds == 900)
+        let bad = await loadError(environment: secretEnv.merging(["GATEWAY_DEDUPE_MIN_WINDOW_SECONDS": "-1"]) { a, _ in a })
+        #expect(bad?.key == "dedupe.min_window_seconds")
+    }
+
     @Test func emptyValuesCountAsUnset() async throws {
         let config = try await load(["GATEWAY_TLS_CERT": "", "GATEWAY_TLS_KEY": "", "GATEWAY_LISTEN_PORT": ""])
         #expect(config.listeners == [ListenerConfig(host: "127.0.0.1", port: 8080, tls: nil)])

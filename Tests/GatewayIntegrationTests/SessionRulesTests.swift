@@ -124,7 +124,7 @@ struct SessionRulesTests {
         for (i, size) in dataSizes.enumerated() {
             let data = Array("\"".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: max(0, size - 2)) + Array("\"".utf8)
             let request = AppendRequest(session: "s", id: "p\(i)", kind: "progress", sub: "a", role: "agent", timestampMs: 0, data: data)
-            #expect(store.submit(PendingAppend(connection: ConnectionID(raw: 1), request: request)))
+            #expect(store.submit(PendingAppend(connection: ConnectionID(raw: 1), request: request)) == .accepted)
         }
         store.start(wake: {}, onFatal: { _ in })
         var seqs: [UInt64] = []
@@ -155,5 +155,60 @@ struct SessionRulesTests {
         let (seqs, batches) = try Self.commitQueued(dataSizes: sizes, maxBatch: 1_000, maxBatchBytes: 1_000)
         #expect(seqs == Array(1...UInt64(sizes.count)))
         #expect(batches == 5, "3 batches of 10, the large one alone, then the 5 small ones")
+    }
+
+    @Test("only the disk's errors degrade readiness: a refused oversized event does not")
+    func refusedTooLargeDoesNotDegradeReadiness() throws {
+        let dir = try TemporaryDirectory.make(prefix: "too-large")
+        defer { TemporaryDirectory.remove(dir) }
+        var options = TranscriptLogOptions(directory: dir)
+        options.fsync = .never
+        options.maxRecordBytes = 1024
+        let store = LocalEventStore(
+            log: try TranscriptLog.open(options), fsync: .never, commitWindowMicroseconds: 0, metrics: GatewayMetrics(),
+            logger: Logger(label: "too-large-test"))
+        let data = Array("\"".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 4_000) + Array("\"".utf8)
+        let request = AppendRequest(session: "s", id: "big", kind: "progress", sub: "a", role: "agent", timestampMs: 0, data: data)
+        #expect(store.submit(PendingAppend(connection: ConnectionID(raw: 1), request: request)) == .accepted)
+        store.start(wake: {}, onFatal: { Issue.record("not fatal: \($0)") })
+        var refusal: StoreError? = nil
+        let deadline = ContinuousClock.now + .seconds(10)
+        while refusal == nil && ContinuousClock.now < deadline {
+            for case .committed(let r) in store.takeResults() {
+                if case .failure(let e) = r.outcome { refusal = e } else { Issue.record("\(r.outcome)") }
+            }
+            usleep(1_000)
+        }
+        store.stop()
+        #expect(store.waitStopped(timeout: .seconds(10)))
+        #expect(refusal?.code == "recordTooLarge", "\(String(describing: refusal))")
+        #expect(refusal?.degradesReadiness == false)
+        #expect(refusal?.mayBeStored == false)
+    }
+
+    @Test("the storage inbox admits by count and by bytes, and frees bytes only when publishes are answered")
+    func storageInboxBudget() {
+        func item(_ id: String, _ bytes: Int) -> PendingAppend {
+            PendingAppend(
+                connection: ConnectionID(raw: 1),
+                request: AppendRequest(
+                    session: "s", id: id, kind: "k", sub: "a", role: "r", timestampMs: 0,
+                    data: [UInt8](repeating: 0x31, count: bytes)))
+        }
+        #expect(StorageInbox.cost(item("i", 100).request) == 100 + 1 + 1 + 1 + 1 + 1)
+        var inbox = StorageInbox(maxCount: 3, maxBytes: 1_000)
+        #expect(inbox.admit(item("big", 5_000)) == .accepted, "an empty budget takes any one publish")
+        #expect(inbox.admit(item("a", 10)) == .bytesFull)
+        let taken = inbox.take()
+        #expect(taken.count == 1 && inbox.isEmpty)
+        #expect(inbox.admit(item("a", 10)) == .bytesFull, "a batch being committed still counts")
+        inbox.release(taken)
+        #expect(inbox.bytes == 0)
+        for id in ["a", "b", "c"] { #expect(inbox.admit(item(id, 300)) == .accepted) }
+        #expect(inbox.admit(item("d", 1)) == .queueFull)
+        #expect(inbox.take(upTo: 2).map(\.request.id) == ["a", "b"])
+        #expect(inbox.admit(item("d", 300)) == .bytesFull, "a, b are taken but not answered")
+        #expect(inbox.admit(item("e", 50)) == .accepted)
+        #expect(inbox.take().map(\.request.id) == ["c", "e"])
     }
 }

@@ -6,6 +6,7 @@ import Glibc
 import Synchronization
 import Testing
 import TranscriptLog
+import TranscriptLogTesting
 
 @Suite struct AppendReadTests {
     @Test func dedupeWithinBatch() throws {
@@ -27,8 +28,7 @@ import TranscriptLog
 
     @Test func dedupeAfterReopen() throws {
         try withTemporaryDirectory { dir in
-            var o = testOptions(dir)
-            o.dedupeWindowPerSession = 3
+            var o = Self.dedupeOptions(dir, ids: 3, seconds: 0)  // the count alone (the time window has its own test)
             var log = try TranscriptLog.open(o)
             for n in 1...5 { _ = try log.append([event("s", n)]) }
             try log.close()
@@ -41,6 +41,55 @@ import TranscriptLog
             o.dedupeWindowPerSession = 10_000
             log = try TranscriptLog.open(o)
             #expect(try log.append([event("s", 1)]) == [.duplicate(seq: 1)])
+            try log.close()
+        }
+    }
+
+    /// Dedupe that does not depend on speed: beyond the count window, an id within `dedupeMinWindowSeconds` of the
+    /// session's newest event still answers its original seq, also after a reopen; once older, it is forgotten.
+    @Test func dedupeKeepsTheTimeWindowBeyondTheCount() throws {
+        try withTemporaryDirectory { dir in
+            let o = Self.dedupeOptions(dir, ids: 3, seconds: 300, segmentMaxBytes: 8192)
+            let t0: Int64 = 1_700_000_000_000
+            func at(_ n: Int, _ ms: Int64) -> AppendRequest { TranscriptSeed.event("s", n, timestampMs: ms) }
+            var log = try TranscriptLog.open(o)
+            // 200 events in one second: far beyond the 3-id count window, all inside the 300 s window.
+            for n in 1...200 { _ = try log.append([at(n, t0 + Int64(n))]) }
+            #expect(try log.append([at(1, t0 + 500)]) == [.duplicate(seq: 1)], "a retry inside the time window")
+            #expect(try log.append([at(150, t0 + 500)]) == [.duplicate(seq: 150)])
+            try log.close()
+            log = try TranscriptLog.open(o)
+            #expect(try log.append([at(2, t0 + 600)]) == [.duplicate(seq: 2)], "rebuilt from the log with its times")
+            // 301 s later the old ids are outside the time window, and the count window holds only the newest 3.
+            for n in 201...203 { _ = try log.append([at(n, t0 + 301_000 + Int64(n))]) }
+            #expect(try log.append([at(3, t0 + 301_300)]) == [.appended(seq: 204)], "forgotten: a new event")
+            #expect(try log.append([at(202, t0 + 301_300)]) == [.duplicate(seq: 202)])
+            try log.close()
+            log = try TranscriptLog.open(o)
+            #expect(log.lookup(session: "s", sub: "agent-1", id: "m-4") == nil)
+            #expect(log.lookup(session: "s", sub: "agent-1", id: "m-201") == 201)
+            try log.close()
+        }
+    }
+
+    /// Options with a dedupe window of at least `ids` ids and `seconds` seconds, at most `cap` ids.
+    static func dedupeOptions(
+        _ dir: String, ids: Int, seconds: Int, cap: Int = 1 << 20, segmentMaxBytes: Int = 64 << 20
+    ) -> TranscriptLogOptions {
+        var o = testOptions(dir, segmentMaxBytes: segmentMaxBytes)
+        o.dedupeWindowPerSession = ids
+        o.dedupeMinWindowSeconds = seconds
+        o.dedupeMaxPerSession = cap
+        return o
+    }
+
+    /// The per-session cap: at `dedupeMaxPerSession` the oldest id is forgotten even inside the time window.
+    @Test func dedupeCapForgetsTheOldestInsideTheTimeWindow() throws {
+        try withTemporaryDirectory { dir in
+            let log = try TranscriptLog.open(Self.dedupeOptions(dir, ids: 3, seconds: 300, cap: 50))
+            for n in 1...100 { _ = try log.append([event("s", n)]) }
+            #expect(log.lookup(session: "s", sub: "agent-1", id: "m-50") == nil)
+            #expect(log.lookup(session: "s", sub: "agent-1", id: "m-51") == 51)
             try log.close()
         }
     }

@@ -98,12 +98,46 @@ import TranscriptLog
             expectError(.failed) { try log.sync() }
             try Self.expectHolds(log, acked: acked)  // reads keep working, without the failed batch
             try? log.close()
+            // "Not stored" stays true: the failed batch was cut off the file (and the cut synced), so neither a
+            // crash (the page cache stays) nor a power cut brings it back.
             io.processCrash()
             log = try TranscriptLog.open(o)
-            try Self.expectHolds(log, acked: acked, maybe: failed)
+            try Self.expectHolds(log, acked: acked)
+            for (session, events) in failed {
+                #expect(log.head(session: session) == UInt64(acked[session]?.count ?? 0), "\(session): refused batch came back")
+                for e in events { #expect(log.lookup(session: session, sub: e.sub, id: e.id) == nil) }
+            }
+            var rng = SeededGenerator(seed: UInt64(failAt))
+            io.powerCut(tear: false, using: &rng)
+            log = try TranscriptLog.open(o)
+            try Self.expectHolds(log, acked: acked)
             _ = try log.append([event("s0", 10_000)])
             try log.close()
         }
+    }
+
+    /// A failed fdatasync whose cut-back fails too (the truncate, or the fdatasync that makes it durable): the
+    /// batch may be in the file, so the log says `.outcomeUnknown` (never "not stored") and is failed.
+    @Test(arguments: ["ftruncate", "fdatasync"])
+    func failedCutBackIsOutcomeUnknown(operation: String) throws {
+        let io = MemoryFileIO(directories: ["/mem"])
+        var o = testOptions("/mem/log", fsync: .always)
+        o.io = io
+        var log = try TranscriptLog.open(o)
+        _ = try log.append([event("s", 1)])
+        io.inject("fdatasync", errno: EIO)
+        io.inject(operation, errno: EIO)  // the cut's ftruncate, or its fdatasync (the second fault of the batch)
+        expectError(.outcomeUnknown) { _ = try log.append([event("s", 2)]) }
+        expectError(.failed) { _ = try log.append([event("s", 3)]) }
+        #expect(log.head(session: "s") == 1, "nothing unsure is ever visible")
+        try? log.close()
+        io.processCrash()
+        io.clearFaults()
+        log = try TranscriptLog.open(o)
+        // What the reopen finds decides, and nobody was told otherwise: after a failed truncate the page cache kept
+        // the batch; after a truncate whose sync failed, a crash keeps the cut.
+        #expect(log.head(session: "s") == (operation == "ftruncate" ? 2 : 1))
+        try log.close()
     }
 
     /// T8: at a power cut everything not synced is lost (and the unsynced tail may be torn); every acked event survives.

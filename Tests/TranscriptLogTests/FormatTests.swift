@@ -85,4 +85,26 @@ import Testing
     }
 
     func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined() }
+
+    /// Dedupe memory: an id is a 16-byte entry (fingerprint, seq), a 4-byte event second and a 4-byte index slot at
+    /// most 3/4 and (after growth) at least 3/8 full, so at most 32 bytes per id at any fill.
+    @Test func dedupeWindowMemoryPerID() {
+        #expect(MemoryLayout<DedupeWindow.Entry>.stride == 16)
+        var w = DedupeWindow(DedupePolicy(minIDs: 10_000, minSeconds: 300))
+        var worst = 0.0
+        for n in 1...200_000 {
+            w.insert(DedupeKey(sub: "agent-1", id: "m-\(n)"), seq: UInt64(n), timestampMs: 1_700_000_000_000 + Int64(n))
+            if n % 997 == 0 || n == 10_000 || n == 200_000 { worst = max(worst, Double(w.memoryBytes) / Double(w.count)) }
+        }
+        #expect(w.count == 200_000, "200 s of ids at 1,000/s: all inside the 300 s window")
+        #expect(worst <= 32, "\(worst) bytes per id")
+        // Lookups find every id, newest first for a shared fingerprint; a forgotten one is gone.
+        #expect(w.candidates(DedupeKey(sub: "agent-1", id: "m-1").fingerprint) == [1])
+        #expect(w.candidates(DedupeKey(sub: "agent-1", id: "m-200000").fingerprint) == [200_000])
+        var small = DedupeWindow(DedupePolicy(minIDs: 3, minSeconds: 0))
+        for n in 1...10 { small.insert(DedupeKey(sub: "a", id: "\(n)"), seq: UInt64(n), timestampMs: Int64(n) * 1000) }
+        #expect(small.count == 3)
+        #expect(small.candidates(DedupeKey(sub: "a", id: "7").fingerprint).isEmpty)
+        #expect(small.candidates(DedupeKey(sub: "a", id: "8").fingerprint) == [8])
+    }
 }

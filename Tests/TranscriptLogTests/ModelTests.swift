@@ -48,6 +48,7 @@ import TranscriptLog
         var o = testOptions("/mem/log", fsync: .always, segmentMaxBytes: 8192)
         o.io = io
         o.dedupeWindowPerSession = 20
+        o.dedupeMinWindowSeconds = 0  // the model counts ids
         var model = Model(window: 20)
         var log = try TranscriptLog.open(o)
         var n = 0

@@ -239,9 +239,14 @@ extension GatewayServer {
         let request = AppendRequest(
             session: p.session, id: p.id, kind: p.kind, sub: principal.sub, role: principal.role.rawValue,
             timestampMs: now, data: p.data)
-        if draining || !store.submit(PendingAppend(connection: conn.id, request: request)) {
+        let submitted = draining ? .unavailable : store.submit(PendingAppend(connection: conn.id, request: request))
+        guard submitted == .accepted else {
             let why =
-                draining ? "server shutting down" : store.isAvailable ? "storage queue full; retry" : "storage unavailable; retry"
+                draining
+                ? "server shutting down"
+                : submitted == .bytesFull
+                    ? "storage queue over its byte budget (limits.storage_inbox_bytes); retry"
+                    : store.isAvailable ? "storage queue full; retry" : "storage unavailable; retry"
             sendError(conn, .unavailable, why, ref: p.id, session: p.session)
             return
         }
@@ -267,6 +272,8 @@ extension GatewayServer {
                 failPendingJoins(session: session, reason: error.code)
             case .reset(let reason):
                 storeWasReset(reason)
+            case .abandoned(let count):
+                inFlight -= count
             }
         }
     }

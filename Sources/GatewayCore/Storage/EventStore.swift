@@ -44,9 +44,10 @@ protocol EventStore: AnyObject, Sendable {
     /// Starts the engine's threads. `wake` is called (from any thread) after results were queued;
     /// `onFatal` once when the engine can no longer be trusted to write (the gateway drains and exits).
     func start(wake: @escaping @Sendable () -> Void, onFatal: @escaping @Sendable (String) -> Void)
-    /// Queues one durable publish for the next batch. Returns false when the engine's queue is full or it is
-    /// stopping (the caller answers `unavailable`): nothing is acked that is not stored.
-    func submit(_ item: PendingAppend) -> Bool
+    /// Queues one durable publish for the next batch, or refuses it (the caller answers `unavailable`) when the
+    /// engine's inbox is at its count or byte limit (``StorageInbox``, `limits.storage_inbox_bytes`) or the engine
+    /// is stopping: nothing is acked that is not stored, and queued publishes stay within the budget.
+    func submit(_ item: PendingAppend) -> SubmitResult
     /// Takes every update so far, in order: local commit results in commit order, then what other nodes committed
     /// (service thread).
     func takeResults() -> [StoreUpdate]
@@ -121,6 +122,11 @@ enum StoreUpdate: Sendable {
     case joinFailed(session: String, error: StoreError)
     /// The store's contents were recreated under this node (its epoch changed): every cursor is void.
     case reset(reason: String)
+    /// Publishes the engine will never answer, because neither "stored" nor "not stored" would be true (the local
+    /// log failed to cut a failed batch back off its file); the engine called `onFatal` first. They are no longer
+    /// in flight: the drain need not wait for them, and their clients, closed by the drain, re-publish with the
+    /// same id after the restart (dedupe answers those the reopened log holds).
+    case abandoned(count: Int)
 }
 
 /// One durable publish on its way to the store.
@@ -163,8 +169,12 @@ struct StoreError: Error, CustomStringConvertible, Sendable {
         self.mayBeStored = mayBeStored
     }
 
-    /// The transcript log's error, as the local engine reports it.
+    /// The transcript log's error, as the local engine reports it. Only the disk's errors degrade readiness: a
+    /// refused oversized event, or a log closed at shutdown, says nothing about whether the next write succeeds.
     init(_ e: TranscriptError) {
-        self.init(code: "\(e.code)", description: "\(e)")
+        let disk: [TranscriptError.Code] = [.diskFull, .ioError, .readOnly, .failed, .outcomeUnknown, .corrupted]
+        self.init(
+            code: "\(e.code)", description: "\(e)", degradesReadiness: disk.contains(e.code),
+            mayBeStored: e.code == .outcomeUnknown)
     }
 }

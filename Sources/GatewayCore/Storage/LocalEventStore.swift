@@ -39,7 +39,8 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
     private let metrics: GatewayMetrics
 
     private struct Queues {
-        var inbox: [PendingAppend] = []
+        /// Publishes waiting, bounded by count and by `limits.storage_inbox_bytes` (released when answered).
+        var inbox: StorageInbox
         var outbox: [StoreUpdate] = []
         var stopping = false
         var stopped = false
@@ -49,7 +50,7 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
         /// reaches `eagerBatch`.
         var filling = false
     }
-    private let state = Mutex(Queues())
+    private let state: Mutex<Queues>
     private let batches = Atomic<Int>(0)
     /// Called after results were put in the outbox; wakes the service thread. Set once by `start`.
     private var wake: @Sendable () -> Void = {}
@@ -69,6 +70,7 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
         options.retentionMaxAgeSeconds = configuration.retentionMaxAgeSeconds
         options.retentionMaxTotalBytes = configuration.retentionMaxTotalBytes
         options.skipDamagedRecords = configuration.skipDamagedRecords
+        options.dedupeMinWindowSeconds = configuration.dedupeMinWindowSeconds
         options.io = fileIO
         // A record holds one event: leave room for the largest message plus its envelope.
         options.maxRecordBytes = max(options.maxRecordBytes, configuration.limits.maxMessageBytes + 64 * 1024)
@@ -91,17 +93,18 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
             ])
         return LocalEventStore(
             log: opened, fsync: options.fsync, commitWindowMicroseconds: configuration.commitWindowMicroseconds,
-            metrics: metrics, logger: logger)
+            maxQueuedBytes: configuration.limits.storageInboxBytes, metrics: metrics, logger: logger)
     }
 
     init(
         log: TranscriptLog, fsync: FsyncPolicy, commitWindowMicroseconds: Int = 1_000, maxQueued: Int = 65_536,
-        maxBatch: Int = 4_096, maxBatchBytes: Int = 64 << 20, retentionEveryMs: Int64 = 60_000, metrics: GatewayMetrics,
-        logger: Logger
+        maxQueuedBytes: Int = LimitSettings().storageInboxBytes, maxBatch: Int = 4_096, maxBatchBytes: Int = 64 << 20,
+        retentionEveryMs: Int64 = 60_000, metrics: GatewayMetrics, logger: Logger
     ) {
         self.log = log
         self.fsync = fsync
         self.maxQueued = maxQueued
+        self.state = Mutex(Queues(inbox: StorageInbox(maxCount: maxQueued, maxBytes: maxQueuedBytes)))
         self.maxBatch = maxBatch
         self.maxBatchBytes = maxBatchBytes
         self.retentionEveryMs = retentionEveryMs
@@ -147,25 +150,26 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
         t.start()
     }
 
-    /// Queues one durable publish. Returns false when the queue is at its limit (the caller answers
+    /// Queues one durable publish, or refuses it when the inbox is at its count or byte limit (the caller answers
     /// `unavailable`): the storage thread is behind and memory must stay bounded.
-    func submit(_ item: PendingAppend) -> Bool {
+    func submit(_ item: PendingAppend) -> SubmitResult {
         // Signal only a thread that waits for exactly this: one wake-up per batch, not one per publish.
-        let (accepted, signal) = state.withLock { q -> (Bool, Bool) in
-            guard !q.stopping, q.inbox.count < maxQueued else { return (false, false) }
-            q.inbox.append(item)
+        let (result, signal) = state.withLock { q -> (SubmitResult, Bool) in
+            guard !q.stopping else { return (.unavailable, false) }
+            let result = q.inbox.admit(item)
+            guard result == .accepted else { return (result, false) }
             if q.idle {
                 q.idle = false
-                return (true, true)
+                return (result, true)
             }
             if q.filling && q.inbox.count >= eagerBatch {
                 q.filling = false
-                return (true, true)
+                return (result, true)
             }
-            return (true, false)
+            return (result, false)
         }
         if signal { wakeStorage.signal() }
-        return accepted
+        return result
     }
 
     /// Takes every result committed so far (service thread).
@@ -251,11 +255,7 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
             }
             // The whole inbox in one move (O(1) under the lock that every `submit` needs), committed in batches of
             // at most `maxBatch`.
-            let taken = state.withLock { q in
-                let all = q.inbox
-                q.inbox = []
-                return (all, q.stopping)
-            }
+            let taken = state.withLock { q in (q.inbox.take(), q.stopping) }
             batch = taken.0
             stopping = stopping || taken.1
 
@@ -336,6 +336,20 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
                         connection: item.connection, session: item.request.session, id: item.request.id,
                         outcome: .success(outcome), frame: frame))
             }
+        } catch where error.code == .outcomeUnknown {
+            // The batch may be in the file although it failed: answering "not stored" could be a lie, "stored" too.
+            // Nobody is answered; the gateway drains and exits 70, and the reopen decides (a retry finds it by id).
+            metrics.storageErrors.increment()
+            logger.critical(
+                "transcript append failed and the batch could not be cut back; its publishers are not answered",
+                metadata: ["error": "\(error)", "batch.events": "\(batch.count)"])
+            onFatal("\(error)")
+            state.withLock { q in
+                q.outbox.append(.abandoned(count: batch.count))
+                q.inbox.release(batch)
+            }
+            wake()
+            return
         } catch {
             metrics.storageErrors.increment()
             logger.error(
@@ -358,6 +372,7 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
         let first = state.withLock { q -> Bool in
             let wasEmpty = q.outbox.isEmpty
             for r in results { q.outbox.append(.committed(r)) }
+            q.inbox.release(batch)
             return wasEmpty
         }
         if first { wake() }

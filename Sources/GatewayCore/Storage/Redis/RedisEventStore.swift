@@ -35,7 +35,7 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
     let keys: RedisKeys
     private let logger: Logger
     private let metrics: GatewayMetrics
-    private let maxQueued = 65_536
+    private static let maxQueued = 65_536
     private let maxBatch = 2_048
     /// A session without local members stays followed this long (a reconnecting browser finds it warm).
     private let lingerNs: UInt64 = 30_000_000_000
@@ -43,7 +43,9 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
     private let headCheckEveryNs: UInt64 = 10_000_000_000
 
     private struct Shared {
-        var inbox: [PendingAppend] = []
+        /// Publishes waiting for the writer, bounded by count and by `limits.storage_inbox_bytes` (released when
+        /// answered).
+        var inbox: StorageInbox
         /// Publishes accepted so far, and answered so far (in order: one writer, one pipeline).
         var submitted: UInt64 = 0
         var answered: UInt64 = 0
@@ -64,7 +66,7 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
         /// This node's latest subscriber counts, for the subscriber thread to publish.
         var members: [String: MemberCounts]? = nil
     }
-    private let shared = Mutex(Shared())
+    private let shared: Mutex<Shared>
     private let epochBox = Mutex<String>("")
     private let batches = Atomic<Int>(0)
     private let wakeWriter = DispatchSemaphore(value: 0)
@@ -85,7 +87,9 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
         -> RedisEventStore
     {
         let node = configuration.nodeID ?? randomHex(bytes: 4)
-        let store = RedisEventStore(settings: configuration.redis, nodeID: node, metrics: metrics, logger: logger)
+        let store = RedisEventStore(
+            settings: configuration.redis, nodeID: node, inboxBytes: configuration.limits.storageInboxBytes,
+            metrics: metrics, logger: logger)
         do {
             let c = try store.connect()
             let problems = try store.durabilityProblems(c)
@@ -111,7 +115,11 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
         return store
     }
 
-    init(settings: RedisSettings, nodeID: String, metrics: GatewayMetrics, logger: Logger) {
+    init(
+        settings: RedisSettings, nodeID: String, inboxBytes: Int = LimitSettings().storageInboxBytes,
+        metrics: GatewayMetrics, logger: Logger
+    ) {
+        self.shared = Mutex(Shared(inbox: StorageInbox(maxCount: Self.maxQueued, maxBytes: inboxBytes)))
         self.settings = settings
         self.nodeID = nodeID
         self.keys = RedisKeys(prefix: settings.keyPrefix)
@@ -351,15 +359,16 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
         while ContinuousClock.now < deadline && !isAvailable { usleep(1_000) }
     }
 
-    func submit(_ item: PendingAppend) -> Bool {
-        let (accepted, first) = shared.withLock { q -> (Bool, Bool) in
-            guard q.writerUp, !q.stopping, q.inbox.count < maxQueued else { return (false, false) }
-            q.inbox.append(item)
+    func submit(_ item: PendingAppend) -> SubmitResult {
+        let (result, first) = shared.withLock { q -> (SubmitResult, Bool) in
+            guard q.writerUp, !q.stopping else { return (.unavailable, false) }
+            let result = q.inbox.admit(item)
+            guard result == .accepted else { return (result, false) }
             q.submitted += 1
-            return (true, q.inbox.count == 1)
+            return (result, q.inbox.count == 1)
         }
         if first { wakeWriter.signal() }
-        return accepted
+        return result
     }
 
     func takeResults() -> [StoreUpdate] {
@@ -446,9 +455,7 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
                     }
                     let failed = shared.withLock { q -> [PendingAppend] in
                         q.writerUp = false
-                        let items = q.inbox
-                        q.inbox.removeAll()
-                        return items
+                        return q.inbox.take()
                     }
                     answer(failed.map { ($0, .failure(Self.unavailable("redis unreachable"))) })
                     if stopping { break }
@@ -458,16 +465,7 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
                 }
             }
             guard let c = conn else { continue }
-            let batch = shared.withLock { q -> [PendingAppend] in
-                if q.inbox.count <= maxBatch {
-                    let all = q.inbox
-                    q.inbox = []
-                    return all
-                }
-                let head = Array(q.inbox.prefix(maxBatch))
-                q.inbox.removeFirst(maxBatch)
-                return head
-            }
+            let batch = shared.withLock { q in q.inbox.take(upTo: maxBatch) }
             if batch.isEmpty {
                 if stopping { break }
                 if wakeWriter.wait(timeout: .now() + .seconds(1)) == .timedOut {
@@ -600,6 +598,7 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
                             frame: frame)))
             }
             q.answered += UInt64(items.count)
+            q.inbox.release(items.lazy.map(\.0))
         }
         wake()
     }
