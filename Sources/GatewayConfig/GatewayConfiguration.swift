@@ -191,7 +191,7 @@ public struct LimitSettings: Sendable, Equatable {
     /// `limits.write_pacing_max_us`: the cap of the adaptive flush interval under load (µs; 0 = no pacing).
     public var writePacingMaxMicroseconds: Int = 2_000
     /// `limits.reads_per_turn`: reads of one busy socket per loop turn (the read budget).
-    public var readsPerTurn: Int = 16
+    public var readsPerTurn: Int = 1
     /// `limits.storage_inbox_bytes`: bytes of durable publishes accepted by the storage engine and not yet answered
     /// (queued or being committed); a publish that would exceed it is answered `unavailable`.
     public var storageInboxBytes: Int = 256 * 1_048_576
