@@ -56,8 +56,6 @@ void CLWS_timer_schedule(struct lws_context *ctx, CLWS_timer *t, int64_t us) {
     lws_sul_schedule(ctx, 0, &t->sul, clws_timer_fired, (lws_usec_t)(us < 1 ? 1 : us));
 }
 
-void CLWS_timer_cancel(CLWS_timer *t) { lws_sul_cancel(&t->sul); }
-
 void CLWS_timer_free(CLWS_timer *t) { free(t); }
 
 int CLWS_socket_readable_bytes(int fd) {

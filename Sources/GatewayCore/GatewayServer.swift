@@ -381,11 +381,11 @@ public final class GatewayServer: @unchecked Sendable {
     /// Marks `conn` for another read in this turn once what it received since its last check could have filled
     /// lws's read (a publisher streaming small messages crosses it within one read; a chat message does not).
     func noteReceived(_ conn: Connection, bytes: Int) {
+        guard config.limits.readsPerTurn > 1 else { return }
         conn.rxTurnBytes &+= bytes + 8
         // A connection over its rate limit (its last publish was refused) gets lws's one read per turn, no more:
         // reading a flood faster only makes more errors and takes the loop from everyone else.
-        guard !conn.readAgain, conn.strikes == 0, conn.rxTurnBytes >= Self.rxChunkBytes * 3 / 4, config.limits.readsPerTurn > 1
-        else { return }
+        guard !conn.readAgain, conn.strikes == 0, conn.rxTurnBytes >= Self.rxChunkBytes * 3 / 4 else { return }
         conn.readAgain = true
         readMore.append(conn)
         if !readWakeRequested {

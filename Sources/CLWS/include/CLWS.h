@@ -57,21 +57,21 @@ static inline int CLWS_set_malloc_thresholds(int trim_bytes, int mmap_bytes) {
 }
 
 /// A one-shot timer on the lws loop (lws_sorted_usec_list): `cb(user)` runs on the service thread once the
-/// scheduled time has passed. One per user (the gateway's write pacer); lws keeps no pointer after the callback
-/// or after CLWS_timer_cancel, so the caller frees it after the context is destroyed.
+/// scheduled time has passed. One per user (the gateway's write pacer); lws keeps a pointer to it only while it is
+/// scheduled, so the caller frees it after the context is destroyed.
 typedef struct CLWS_timer CLWS_timer;
 CLWS_timer *_Nullable CLWS_timer_new(void (*_Nonnull cb)(void *_Nullable user), void *_Nullable user);
 /// (Re)schedules the timer `us` microseconds from now (service thread).
 void CLWS_timer_schedule(struct lws_context *_Nonnull ctx, CLWS_timer *_Nonnull t, int64_t us);
-void CLWS_timer_cancel(CLWS_timer *_Nonnull t);
 void CLWS_timer_free(CLWS_timer *_Nullable t);
 
 /// Bytes waiting in the receive queue of socket `fd` (FIONREAD; ioctl is variadic), or -1.
 int CLWS_socket_readable_bytes(int fd);
 
 /// Services one more read of `fd` now, as the poll loop would for POLLIN (lws_service_fd with revents POLLIN):
-/// the gateway's read budget lets a busy publisher's socket be read more than once per loop turn. Call only from
-/// the service thread between lws_service() calls. Returns lws_service_fd's answer (nonzero: the wsi was closed).
+/// the gateway's read budget lets a busy publisher's socket be read more than once per loop turn. Call only on
+/// the service thread and never from a callback of the same wsi (the gateway calls it from the cancel pipe's
+/// wake-up callback). Returns lws_service_fd's answer (nonzero: the wsi was closed).
 int CLWS_service_read(struct lws_context *_Nonnull ctx, int fd);
 
 #endif

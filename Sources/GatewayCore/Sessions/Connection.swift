@@ -46,7 +46,7 @@ final class Connection {
     var paced = false
     /// When the socket was last written (monotonic ns; 0: never).
     var lastWriteNs: UInt64 = 0
-    /// On the read-budget list of this loop turn (``GatewayServer/serviceMoreReads(_:)``).
+    /// On the read-budget list of this loop turn (``GatewayServer/serviceMoreReads()``).
     var readAgain = false
     /// Bytes received (estimated on the wire) since the read budget last looked at this connection.
     var rxTurnBytes = 0

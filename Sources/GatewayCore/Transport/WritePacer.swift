@@ -49,6 +49,12 @@ final class WritePacer {
         self.maxIntervalNs = maxIntervalNs
         nowNs = MonotonicClock.nowNs()
         windowStartNs = nowNs
+        // Without a timer (allocation failed) nothing is ever held back.
+        timer = CLWS_timer_new(
+            { user in
+                guard let user else { return }
+                Unmanaged<WritePacer>.fromOpaque(user).takeUnretainedValue().fire()
+            }, Unmanaged.passUnretained(self).toOpaque())
     }
 
     deinit {
@@ -99,7 +105,7 @@ final class WritePacer {
     /// Whether `conn`'s write request must wait: true when it was written less than one interval ago (then it is
     /// queued here and the timer is armed for its due time).
     func holdBack(_ conn: Connection) -> Bool {
-        guard intervalNs > 0, let context, conn.pendingClose == nil else { return false }
+        guard intervalNs > 0, context != nil, timer != nil, conn.pendingClose == nil else { return false }
         let due = conn.lastWriteNs &+ intervalNs
         guard due > nowNs else { return false }
         if !conn.paced {
@@ -107,29 +113,20 @@ final class WritePacer {
             waiting.append(conn)
             deferredTotal += 1
         }
-        if !timerArmed || due < timerDueNs {
-            if timer == nil {
-                timer = CLWS_timer_new(
-                    { user in
-                        guard let user else { return }
-                        Unmanaged<WritePacer>.fromOpaque(user).takeUnretainedValue().fire()
-                    }, Unmanaged.passUnretained(self).toOpaque())
-            }
-            guard let timer else {
-                // No timer (allocation failed): never hold a write back.
-                conn.paced = false
-                waiting.removeLast()
-                return false
-            }
-            timerArmed = true
-            timerDueNs = due
-            CLWS_timer_schedule(context, timer, Int64((due - nowNs) / 1_000) + 1)
-        }
+        if !timerArmed || due < timerDueNs { arm(at: due) }
         return true
     }
 
-    /// The timer fired: every waiting connection whose interval has passed gets its WRITEABLE requested through
-    /// `request`; the rest wait for the next due time.
+    /// Schedules the timer for `due` (monotonic ns).
+    private func arm(at due: UInt64) {
+        guard let context, let timer else { return }
+        timerArmed = true
+        timerDueNs = due
+        CLWS_timer_schedule(context, timer, Int64((due &- nowNs) / 1_000) + 1)
+    }
+
+    /// The timer fired (or a timed callback found it due): every waiting connection whose interval has passed gets
+    /// its WRITEABLE requested through ``onDue``; the rest wait for the next due time.
     private func fire() {
         enter()
         defer { leave() }
@@ -150,17 +147,10 @@ final class WritePacer {
                 earliest = min(earliest, at)
             }
         }
-        waiting.append(contentsOf: keep)
-        if !waiting.isEmpty, let context, let timer {
-            timerArmed = true
-            timerDueNs = earliest
-            CLWS_timer_schedule(context, timer, Int64((earliest &- nowNs) / 1_000) + 1)
-        }
+        waiting = keep
+        if !waiting.isEmpty { arm(at: earliest) }
     }
 
     /// Asks lws for the connection's WRITEABLE (set by ``ConnectionIO``).
     var onDue: ((Connection) -> Void)?
-
-    /// Connections waiting now (tests and metrics).
-    var waitingCount: Int { waiting.count }
 }
