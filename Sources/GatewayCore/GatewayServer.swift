@@ -69,6 +69,13 @@ public final class GatewayServer: @unchecked Sendable {
     var lastHousekeepingNs: UInt64 = 0
     var ready = false
     var storageDegraded = false
+    /// HTTP API requests by wsi, from their headers to their reply (HTTP/HTTPAPI.swift).
+    var httpExchanges: [OpaquePointer: HTTPExchange] = [:]
+    /// HTTP publishes waiting for their commit result, by the key their ``PendingAppend`` carries (taken from the
+    /// connection counter, so it never equals a WebSocket connection's id); at most `maxPendingHTTPPublishes`.
+    var pendingHTTPPublishes: [ConnectionID: HTTPExchange] = [:]
+    /// The HTTP publishes' rate limit, per token `sub`.
+    var httpBuckets = SubBuckets(capacity: GatewayServer.maxHTTPRateBuckets)
     /// Joins waiting for the store, per session (cluster mode), in arrival order.
     var pendingJoins: [String: [PendingJoin]] = [:]
     /// How long a join may wait for the store before it is answered `unavailable`.

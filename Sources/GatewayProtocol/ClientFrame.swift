@@ -108,6 +108,29 @@ public enum ClientFrame: Sendable, Equatable {
     ///   - limits: Size and shape limits.
     /// - Returns: The frame, or why it was refused.
     public static func decode(_ bytes: UnsafeRawBufferPointer, limits: FrameLimits) -> Result<ClientFrame, FrameError> {
+        decodeFields(bytes, limits: limits, pathSession: nil) { fields throws(FrameError) in try fields.frame() }
+    }
+
+    /// Decodes and validates the body of an HTTP publish (`POST /v1/sessions/{S}/events`, protocol v1.1 §6):
+    /// `{"id":I,"kind":K,"data":D,"ephemeral":E?}` under the same field rules as a `publish` frame, for the session
+    /// named in the path (validated by the caller with ``FieldRules/isValidSessionID(_:)``). Members `type` and
+    /// `session` of the body are ignored.
+    /// - Parameters:
+    ///   - bytes: The complete body.
+    ///   - session: The session id from the path.
+    ///   - limits: Size and shape limits.
+    /// - Returns: The publish, or why it was refused (`too_large`, or `bad_request` naming the field).
+    public static func decodePublish(body bytes: UnsafeRawBufferPointer, session: String, limits: FrameLimits)
+        -> Result<Publish, FrameError>
+    {
+        decodeFields(bytes, limits: limits, pathSession: session) { fields throws(FrameError) in try fields.publish() }
+    }
+
+    /// Scans `bytes` as one JSON object, files its known members and builds the result with `build`.
+    private static func decodeFields<T>(
+        _ bytes: UnsafeRawBufferPointer, limits: FrameLimits, pathSession: String?,
+        _ build: (Fields) throws(FrameError) -> T
+    ) -> Result<T, FrameError> {
         guard bytes.count <= limits.maxMessageBytes else {
             return .failure(FrameError(.tooLarge, "message exceeds \(limits.maxMessageBytes) bytes"))
         }
@@ -117,6 +140,7 @@ public enum ClientFrame: Sendable, Equatable {
         case .failure(let error): return .failure(FrameError(.badRequest, "malformed JSON: \(error)"))
         }
         var fields = Fields(bytes: bytes)
+        fields.pathSession = pathSession
         // One pass over the members fills the slots we know; anything else is ignored (forward compatibility).
         // Keys are matched on their bytes, so no String is built for them.
         for member in object.members {
@@ -129,7 +153,7 @@ public enum ClientFrame: Sendable, Equatable {
             }
         }
         do {
-            return .success(try fields.frame())
+            return .success(try build(fields))
         } catch {
             return .failure(error)
         }
@@ -171,6 +195,8 @@ private struct Fields {
     var epoch: JSONMember?
     var token: JSONMember?
     var ref: String?
+    /// The session named by an HTTP path: it takes the place of the `session` member.
+    var pathSession: String?
 
     init(bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
 
@@ -235,7 +261,7 @@ private struct Fields {
         }
     }
 
-    private func publish() throws(FrameError) -> ClientFrame.Publish {
+    func publish() throws(FrameError) -> ClientFrame.Publish {
         let session = try sessionID()
         guard let id else { throw badRequest("missing field 'id'") }
         guard id.type == .string else { throw badRequest("field 'id' must be a string") }
@@ -278,6 +304,7 @@ private struct Fields {
     }
 
     private func sessionID() throws(FrameError) -> String {
+        if let pathSession { return pathSession }
         guard let session else { throw badRequest("missing field 'session'") }
         guard session.type == .string else { throw badRequest("field 'session' must be a string") }
         guard let value = validatedString(session, FieldRules.isValidSessionID(utf8:)) else {

@@ -9,10 +9,19 @@ import GatewayProtocol
 import Logging
 
 extension GatewayServer {
-    /// Plain HTTP on the same listeners: health, readiness, metrics and the operators' session listing.
-    /// Everything else is 404; methods other than GET are 405.
+    /// Plain HTTP on the same listeners: health, readiness, metrics, the operators' session listing and the HTTP
+    /// API under `/v1/sessions/` (HTTPAPI.swift). Everything else is 404; methods other than GET are 405.
     func httpRequest(_ wsi: OpaquePointer, input: UnsafeMutableRawPointer?, len: Int) -> Int32 {
-        guard lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0 else {
+        let method = httpMethod(wsi)
+        if let method, let apiPath = path(wsi, uri: method.uri), apiPath.hasPrefix("/v1/sessions/") {
+            return apiRequest(wsi, path: apiPath, method: method.name)
+        }
+        guard method?.name == "GET" else {
+            if let method, path(wsi, uri: method.uri) == "/v1/sessions" {
+                var reply = HTTPReply.error(.badRequest, "method \(method.name) not allowed", status: 405, close: hasRequestBody(wsi))
+                reply.headers = [(WSI_TOKEN_HTTP_ALLOW, "GET")]
+                return respondAPI(wsi, reply)
+            }
             return respond(wsi, status: 405, body: "method not allowed\n")
         }
         let path = self.path(wsi) ?? ""
@@ -32,41 +41,31 @@ extension GatewayServer {
             flushCounters()
             return respond(wsi, status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render())
         case "/v1/sessions":
-            guard let auth = header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, max: config.auth.maxTokenBytes + 17),
-                auth.lowercased().hasPrefix("bearer ")
-            else {
-                return respond(wsi, status: 401, contentType: "application/json", body: Array(#"{"error":"unauthorized","message":"Bearer token with role operator required"}"#.utf8) + [10])
+            guard lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 else {
+                return respondAPI(wsi, .error(.unauthorized, "Bearer token with role operator required"))
             }
-            let token = String(auth.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-            do {
-                let p = try verifier.verifySync(token)
-                guard p.role == .operator else {
-                    return respond(wsi, status: 403, contentType: "application/json", body: jsonError("forbidden", "role operator required"))
-                }
+            switch authenticateHTTP(wsi) {
+            case .refused(let reply):
+                return respondAPI(wsi, reply)
+            case .verified(let p):
+                guard p.role == .operator else { return respondAPI(wsi, .error(.forbidden, "role operator required")) }
                 return respond(wsi, status: 200, contentType: "application/json", body: sessionsJSON())
-            } catch {
-                metrics.authFailures.increment()
-                return respond(wsi, status: 401, contentType: "application/json", body: jsonError("unauthorized", error.reason))
             }
         default:
             if let asset = webAssets[path] {
                 return respond(wsi, status: 200, contentType: asset.contentType, body: asset.body)
             }
             if let location = webAssets.redirect(path) {
-                if writeHTTP(wsi, status: 301, contentType: "text/plain; charset=utf-8", body: Array("moved\n".utf8), location: location) != 0 {
+                if writeHTTP(
+                    wsi, status: 301, contentType: "text/plain; charset=utf-8", body: Array("moved\n".utf8),
+                    headers: [(WSI_TOKEN_HTTP_LOCATION, location)]) != 0
+                {
                     return -1
                 }
                 return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
             }
             return respond(wsi, status: 404, body: "not found\n")
         }
-    }
-
-    private func jsonError(_ code: String, _ message: String) -> [UInt8] {
-        var out: [UInt8] = []
-        JSONText.appendObject(into: &out, [("error", .string(code)), ("message", .string(message))])
-        out.append(10)
-        return out
     }
 
     /// `GET /v1/sessions`: sessions with subscribers by role (of every node in cluster mode), head seq and last
@@ -111,8 +110,10 @@ extension GatewayServer {
         return lws_http_transaction_completed(wsi) != 0 ? -1 : 0
     }
 
-    /// Writes headers and body of a complete HTTP response.
-    func writeHTTP(_ wsi: OpaquePointer, status: UInt32, contentType: String, body: [UInt8], location: String? = nil) -> Int32 {
+    /// Writes headers (the common ones plus `headers`) and body of a complete HTTP response.
+    func writeHTTP(
+        _ wsi: OpaquePointer, status: UInt32, contentType: String, body: [UInt8], headers: [(lws_token_indexes, String)] = []
+    ) -> Int32 {
         let headerRoom = 1024
         let pre = Int(CLWS_PRE)
         let total = pre + headerRoom + body.count
@@ -125,10 +126,10 @@ extension GatewayServer {
             lws_add_http_common_headers(wsi, status, ct, lws_filepos_t(body.count), &p, end) != 0
         }
         if failed { return -1 }
-        if let location {
-            var value = Array(location.utf8)
+        for (token, text) in headers {
+            var value = Array(text.utf8)
             let rc = value.withUnsafeMutableBufferPointer { v in
-                lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_LOCATION, v.baseAddress, Int32(v.count), &p, end)
+                lws_add_http_header_by_token(wsi, token, v.baseAddress, Int32(v.count), &p, end)
             }
             if rc != 0 { return -1 }
         }

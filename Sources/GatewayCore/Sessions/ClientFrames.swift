@@ -201,35 +201,49 @@ extension GatewayServer {
 
     private func publish(_ conn: Connection, _ p: ClientFrame.Publish) {
         guard let principal = conn.principal else { return }
-        let decision = principal.mayPublish(session: p.session, kind: p.kind)
-        if !decision.isAllowed {
-            sendError(conn, .forbidden, decision.reason, ref: p.id, session: p.session)
-            return
-        }
-        if var bucket = conn.bucket {
+        let outcome = submitPublish(p, principal: principal, origin: conn.id) {
+            guard var bucket = conn.bucket else { return true }
             let ok = bucket.take(nowNs: MonotonicClock.nowNs())
             conn.bucket = bucket
-            if !ok {
-                conn.strikes += 1
-                if conn.strikes > config.rateLimits.strikesBeforeClose {
-                    io.close(conn, code: 4008, reason: "rate limit exceeded", urgent: true)
-                } else {
-                    sendError(conn, .rateLimited, "publish rate limit exceeded", ref: p.id, session: p.session)
-                }
-                return
-            }
-            conn.strikes = 0
+            conn.strikes = ok ? 0 : conn.strikes + 1
+            return ok
         }
-        let now = WallClock.nowMs()
-        if p.isEphemeral {
-            metrics.eventsInEphemeral.increment()
-            let frame = EventFrames.event(
-                session: p.session, seq: nil, id: p.id, kind: p.kind, sub: principal.sub,
-                role: principal.role.rawValue, timestampMs: now, data: p.data)
+        switch outcome {
+        case .submitted:
+            break
+        case .ephemeral(let frame):
             io.send(conn, Wire.ack(id: p.id, session: p.session, seq: nil, duplicate: false), control: true)
             metrics.acks.increment()
             fanOut.ephemeral(session: p.session, frame: frame)
-            return
+        case .rateLimited:
+            if conn.strikes > config.rateLimits.strikesBeforeClose {
+                io.close(conn, code: 4008, reason: "rate limit exceeded", urgent: true)
+            } else {
+                sendError(conn, .rateLimited, "publish rate limit exceeded", ref: p.id, session: p.session)
+            }
+        case .refused(let code, let message):
+            sendError(conn, code, message, ref: p.id, session: p.session)
+        }
+    }
+
+    /// The publish path shared by the WebSocket and the HTTP API (`POST /v1/sessions/{S}/events`): permission,
+    /// the rate limit (`takeToken`: the caller's bucket, per connection or per token `sub`), the kind counters, then
+    /// either the ephemeral event frame (the caller acks, then fans it out, so the ack precedes the publisher's own
+    /// copy) or the durable append submitted to the store under `origin`, whose commit result comes back through
+    /// ``handleUpdates(_:)`` (``handleCommitted(_:)`` answers the publisher by that key).
+    func submitPublish(
+        _ p: ClientFrame.Publish, principal: Principal, origin: ConnectionID, takeToken: () -> Bool
+    ) -> PublishOutcome {
+        let decision = principal.mayPublish(session: p.session, kind: p.kind)
+        if !decision.isAllowed { return .refused(.forbidden, decision.reason) }
+        if !takeToken() { return .rateLimited }
+        let now = WallClock.nowMs()
+        if p.isEphemeral {
+            metrics.eventsInEphemeral.increment()
+            return .ephemeral(
+                EventFrames.event(
+                    session: p.session, seq: nil, id: p.id, kind: p.kind, sub: principal.sub,
+                    role: principal.role.rawValue, timestampMs: now, data: p.data))
         }
         switch p.kind {
         case let k where k.hasPrefix("chat."): metrics.eventsInChat.increment()
@@ -239,7 +253,7 @@ extension GatewayServer {
         let request = AppendRequest(
             session: p.session, id: p.id, kind: p.kind, sub: principal.sub, role: principal.role.rawValue,
             timestampMs: now, data: p.data)
-        let submitted = draining ? .unavailable : store.submit(PendingAppend(connection: conn.id, request: request))
+        let submitted = draining ? .unavailable : store.submit(PendingAppend(connection: origin, request: request))
         guard submitted == .accepted else {
             let why =
                 draining
@@ -247,10 +261,10 @@ extension GatewayServer {
                 : submitted == .bytesFull
                     ? "storage queue over its byte budget (limits.storage_inbox_bytes); retry"
                     : store.isAvailable ? "storage queue full; retry" : "storage unavailable; retry"
-            sendError(conn, .unavailable, why, ref: p.id, session: p.session)
-            return
+            return .refused(.unavailable, why)
         }
         inFlight += 1
+        return .submitted
     }
 
     /// The store's updates, in order: results of committed batches (ack each publisher, then fan the event out)
@@ -288,15 +302,15 @@ extension GatewayServer {
     /// One committed (or refused) publish of this node: ack the publisher, then fan the event out.
     private func handleCommitted(_ r: CommitResult) {
         let publisher = connections[r.connection]
+        // An HTTP API publish is keyed like a connection (HTTP/HTTPAPI.swift); its reply goes out on its own wsi.
+        if publisher == nil, let exchange = pendingHTTPPublishes.removeValue(forKey: r.connection) {
+            answerHTTPPublish(exchange, r)
+        }
         switch r.outcome {
         case .failure(let e):
             if e.degradesReadiness { storageDegraded = true }
             if let publisher {
-                let message =
-                    e.mayBeStored
-                    ? "storage unavailable: \(e.code); the outcome is unknown: re-publish with the same id"
-                    : "storage refused the write: \(e.code); the event was not stored"
-                sendError(publisher, .unavailable, message, ref: r.id, session: r.session)
+                sendError(publisher, .unavailable, Self.commitFailureMessage(e), ref: r.id, session: r.session)
             }
         case .success(.duplicate(let seq)):
             if let publisher {
@@ -314,6 +328,13 @@ extension GatewayServer {
         }
     }
 
+    /// What a publisher is told when the store refused its write.
+    static func commitFailureMessage(_ e: StoreError) -> String {
+        e.mayBeStored
+            ? "storage unavailable: \(e.code); the outcome is unknown: re-publish with the same id"
+            : "storage refused the write: \(e.code); the event was not stored"
+    }
+
     /// The store was recreated under this node (cluster mode: Redis lost its data): every client's cursor and
     /// every head this node knows are void. Clients are closed 1012 so that they reconnect and re-join, which
     /// answers `reset`.
@@ -324,6 +345,18 @@ extension GatewayServer {
             io.close(conn, code: 1012, reason: "storage was reset; reconnect", urgent: false)
         }
     }
+}
+
+/// How ``GatewayServer/submitPublish(_:principal:origin:takeToken:)`` ended, for the transport to answer.
+enum PublishOutcome {
+    /// Durable and queued for the store: the answer comes with its commit result.
+    case submitted
+    /// Ephemeral: the event frame to fan out once the publisher was answered (no `seq`).
+    case ephemeral([UInt8])
+    /// Over the caller's rate limit (nothing was stored or fanned out).
+    case rateLimited
+    /// Refused (`forbidden`, `unavailable`) with its message; nothing was stored or fanned out.
+    case refused(ErrorCode, String)
 }
 
 /// A `join` waiting for the store (cluster mode).

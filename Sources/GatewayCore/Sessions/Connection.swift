@@ -1,7 +1,8 @@
 import Glibc
 import GatewayAuth
 
-/// Identifies one WebSocket connection for its lifetime; never reused within a process.
+/// Identifies one WebSocket connection for its lifetime, or one HTTP API publish until it is answered (the key its
+/// commit result comes back under); never reused within a process.
 struct ConnectionID: Hashable, Sendable, CustomStringConvertible {
     var raw: UInt64
     var description: String { "c" + String(raw, radix: 36) }

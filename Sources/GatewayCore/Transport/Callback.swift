@@ -16,7 +16,8 @@ extension GatewayServer {
         input: UnsafeMutableRawPointer?, len: Int
     ) -> Int32 {
         switch reason {
-        case LWS_CALLBACK_EVENT_WAIT_CANCELLED, LWS_CALLBACK_RECEIVE, LWS_CALLBACK_SERVER_WRITEABLE, LWS_CALLBACK_HTTP:
+        case LWS_CALLBACK_EVENT_WAIT_CANCELLED, LWS_CALLBACK_RECEIVE, LWS_CALLBACK_SERVER_WRITEABLE, LWS_CALLBACK_HTTP,
+            LWS_CALLBACK_HTTP_BODY_COMPLETION:
             io.pacer.enter()
             defer { io.pacer.leave() }
             return dispatch(wsi: wsi, reason: reason, user: user, input: input, len: len)
@@ -84,6 +85,17 @@ extension GatewayServer {
         case LWS_CALLBACK_HTTP:
             return httpRequest(wsi, input: input, len: len)
 
+        // The HTTP API's request bodies and deferred replies (HTTP/HTTPAPI.swift); other HTTP requests have none.
+        case LWS_CALLBACK_HTTP_BODY:
+            return httpBody(wsi, input: input, len: len)
+        case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+            return httpBodyComplete(wsi)
+        case LWS_CALLBACK_HTTP_WRITEABLE:
+            return httpWriteable(wsi)
+        case LWS_CALLBACK_CLOSED_HTTP:
+            httpClosed(wsi)
+            return 0
+
         case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
             // Called once per TLS vhost while it is created; `user` is its SSL_CTX.
             if let user { CLWS_ssl_ctx_tune(OpaquePointer(user)) }
@@ -110,8 +122,8 @@ extension GatewayServer {
         return String(decoding: buf.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    func path(_ wsi: OpaquePointer) -> String? {
-        guard var p = header(wsi, WSI_TOKEN_GET_URI) else { return nil }
+    func path(_ wsi: OpaquePointer, uri: lws_token_indexes = WSI_TOKEN_GET_URI) -> String? {
+        guard var p = header(wsi, uri) else { return nil }
         if let q = p.firstIndex(of: "?") { p = String(p[..<q]) }
         return p
     }
