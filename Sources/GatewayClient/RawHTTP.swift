@@ -65,10 +65,31 @@ public enum RawHTTP {
         host: String, port: Int, path: String, headers: [(String, String)] = [], tls: TLSOptions? = nil,
         timeout: Duration = .seconds(5)
     ) throws -> (status: Int, headers: [String: String], body: [UInt8]) {
+        try send(host: host, port: port, method: "GET", path: path, headers: headers, tls: tls, timeout: timeout)
+    }
+
+    /// `method path` with `Host`, `Connection: close` and extra headers, plus `Content-Length` and the body if one
+    /// is given (`POST /v1/sessions/{S}/events` of the HTTP API).
+    /// - Parameters:
+    ///   - host: IPv4/IPv6 literal (no brackets) or name.
+    ///   - port: TCP port.
+    ///   - method: The request method, for example `POST`.
+    ///   - path: Request target.
+    ///   - headers: Extra header fields.
+    ///   - body: The request body, or `nil` for none (no `Content-Length`).
+    ///   - tls: TLS settings, or `nil` for plain TCP.
+    ///   - timeout: Bound for the whole exchange.
+    /// - Returns: Status, lowercased headers, and body.
+    /// - Throws: As `request(host:port:raw:tls:maxBodySize:timeout:)`.
+    public static func send(
+        host: String, port: Int, method: String, path: String, headers: [(String, String)] = [], body: [UInt8]? = nil,
+        tls: TLSOptions? = nil, timeout: Duration = .seconds(5)
+    ) throws -> (status: Int, headers: [String: String], body: [UInt8]) {
         let hostHeader = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-        var raw = "GET \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\nConnection: close\r\n"
+        var raw = "\(method) \(path) HTTP/1.1\r\nHost: \(hostHeader)\r\nConnection: close\r\n"
         for (name, value) in headers { raw += "\(name): \(value)\r\n" }
+        if let body { raw += "Content-Length: \(body.count)\r\n" }
         raw += "\r\n"
-        return try request(host: host, port: port, raw: raw, tls: tls, timeout: timeout)
+        return try request(host: host, port: port, rawBytes: Array(raw.utf8) + (body ?? []), tls: tls, timeout: timeout)
     }
 }

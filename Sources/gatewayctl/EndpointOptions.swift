@@ -2,17 +2,20 @@ import ArgumentParser
 import Foundation
 import GatewayClient
 
-/// Where the gateway is and how to authenticate: shared by `tail` and `sessions`.
+/// Where the gateway is and how to authenticate: shared by `tail`, `sessions` and `publish`.
 struct EndpointOptions: ParsableArguments {
     /// The default WebSocket URL when neither `--url` nor `GATEWAY_URL` is set.
     static let defaultURL = "ws://127.0.0.1:8080/v1/ws"
 
-    @Option(help: "Gateway WebSocket URL (default: $GATEWAY_URL, else \(EndpointOptions.defaultURL)).")
+    @Option(
+        help:
+            "Gateway URL, ws(s):// or http(s):// (default: $GATEWAY_URL, else \(EndpointOptions.defaultURL))."
+    )
     var url: String?
 
     @Option(
         help:
-            "Operator token (default: $GATEWAY_TOKEN). Arguments are visible in ps; prefer the variable or --token-file."
+            "Token: an operator's for tail and sessions (default: $GATEWAY_TOKEN). Arguments are visible in ps; prefer the variable or --token-file."
     )
     var token: String?
 
@@ -55,7 +58,7 @@ struct EndpointOptions: ParsableArguments {
         let text = url ?? environment["GATEWAY_URL"].flatMap { $0.isEmpty ? nil : $0 } ?? Self.defaultURL
         let parsed: WebSocketURL
         do {
-            parsed = try WebSocketURL(parsing: text)
+            parsed = try WebSocketURL(parsing: Self.webSocketScheme(text))
         } catch {
             throw CtlError.usage("invalid gateway URL \(TextEscaper.escape(text, limit: 200)): \(Self.detail(error))")
         }
@@ -94,6 +97,14 @@ struct EndpointOptions: ParsableArguments {
             connectTimeout: .seconds(connectTimeout))
     }
 
+    /// The gateway's HTTP URL as a WebSocket one (same host and port): `http://` → `ws://`, `https://` → `wss://`.
+    static func webSocketScheme(_ text: String) -> String {
+        let lower = text.lowercased()
+        if lower.hasPrefix("http://") { return "ws://" + text.dropFirst("http://".count) }
+        if lower.hasPrefix("https://") { return "wss://" + text.dropFirst("https://".count) }
+        return text
+    }
+
     /// The detail of a client library error, without source locations.
     static func detail(_ error: any Error) -> String {
         if let e = error as? GatewayClientError {
@@ -105,10 +116,15 @@ struct EndpointOptions: ParsableArguments {
 
 extension EndpointOptions.Resolved {
     /// The HTTP path of the operators' session listing next to the WebSocket path: `…/v1/ws` → `…/v1/sessions`.
-    var sessionsPath: String {
+    var sessionsPath: String { apiPrefix + "/v1/sessions" }
+
+    /// The HTTP API path of a session's events (`POST`/`GET /v1/sessions/{S}/events`, protocol v1.1 §6).
+    func eventsPath(session: String) -> String { apiPrefix + "/v1/sessions/" + session + "/events" }
+
+    /// What comes before `/v1/ws` in the URL's path (usually nothing): the HTTP paths sit next to it.
+    private var apiPrefix: String {
         var path = url.path
         if let query = path.firstIndex(of: "?") { path = String(path[..<query]) }
-        if path.hasSuffix("/v1/ws") { return String(path.dropLast("/v1/ws".count)) + "/v1/sessions" }
-        return "/v1/sessions"
+        return path.hasSuffix("/v1/ws") ? String(path.dropLast("/v1/ws".count)) : ""
     }
 }

@@ -13,6 +13,7 @@ struct GatewayCtl: AsyncParsableCommand {
             Online (a running gateway; URL and operator token from --url/--token or GATEWAY_URL/GATEWAY_TOKEN):
               tail SESSION        replay a session and follow it live
               sessions            live sessions with subscribers, head and last event time
+              publish SESSION     publish one event through the HTTP API (--kind, --data)
             Offline (a data directory, read-only unless stated):
               log cat|sessions|verify|repair DATA_DIR
               export SESSION DATA_DIR --format jsonl|markdown
@@ -31,7 +32,7 @@ struct GatewayCtl: AsyncParsableCommand {
               gatewayctl sessions
               gatewayctl log verify data
             """,
-        subcommands: [Tail.self, Sessions.self, Log.self, Export.self, Token.self])
+        subcommands: [Tail.self, Sessions.self, Publish.self, Log.self, Export.self, Token.self])
 
     /// Parses, runs, and maps failures to the documented exit codes: usage errors exit 1 (not
     /// ArgumentParser's 64), ``CtlError`` prints one line and exits with its code, nothing prints a stack trace.

@@ -80,10 +80,11 @@ extension GatewayCtl {
             try output.flush()
         }
 
-        /// The `message` of the gateway's JSON error body, or its first line, escaped.
+        /// The `message` of the gateway's JSON error body (`{"error":{"code":C,"message":M}}`), or its first line,
+        /// escaped.
         static func serverMessage(_ body: [UInt8]) -> String {
             if let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any],
-                let message = object["message"] as? String
+                let error = object["error"] as? [String: Any], let message = error["message"] as? String
             {
                 return TextEscaper.escape(message, limit: 200)
             }
