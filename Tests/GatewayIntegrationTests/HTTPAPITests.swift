@@ -43,6 +43,14 @@ struct HTTPAPITests {
     /// The next `event` frame a peer receives (other frames skipped).
     static func nextEvent(_ peer: Peer) throws -> [String: Any] { try peer.next(type: "event") }
 
+    /// A user joined to `session` over the WebSocket (the caller closes it), its `joined` frame, and an agent token
+    /// (sub `backend`, any session) for the API.
+    static func subscriber(_ gw: GatewayUnderTest, _ session: String) async throws -> (peer: Peer, joined: [String: Any], agent: String) {
+        let user = try await gw.client(.user, sub: "alice", sessions: [session])
+        let joined = try user.join(session)
+        return (user, joined, try await gw.token(.agent, sub: "backend", sessions: ["*"]))
+    }
+
     static func serving(_ gw: GatewayUnderTest) -> Bool {
         (try? RawHTTP.get(host: "127.0.0.1", port: gw.port, path: "/healthz").status) == 200
     }
@@ -51,10 +59,8 @@ struct HTTPAPITests {
     /// a duplicate with the same seq (not fanned out again).
     @Test func durablePublishFansOutAndDedupes() async throws {
         try await withGateway { gw in
-            let user = try await gw.client(.user, sub: "alice", sessions: ["h1"])
+            let (user, _, agent) = try await Self.subscriber(gw, "h1")
             defer { user.close() }
-            _ = try user.join("h1")
-            let agent = try await gw.token(.agent, sub: "backend-1", sessions: ["*"])
             let r = try Self.post(gw, "h1", token: agent, ["id": "m1", "kind": "chat.message", "data": ["text": "hi"]])
             #expect(r.status == 200, "\(String(decoding: r.body, as: UTF8.self))")
             #expect(r.headers["content-type"] == "application/json")
@@ -62,7 +68,7 @@ struct HTTPAPITests {
             #expect(ack.string("id") == "m1" && ack.string("session") == "h1" && ack.int("seq") == 1 && ack["duplicate"] == nil)
             let event = try Self.nextEvent(user)
             #expect(event.string("id") == "m1" && event.int("seq") == 1)
-            #expect((event["from"] as? [String: Any])?.string("sub") == "backend-1")
+            #expect((event["from"] as? [String: Any])?.string("sub") == "backend")
             #expect((event["data"] as? [String: Any])?.string("text") == "hi")
 
             let again = try Self.json(try Self.post(gw, "h1", token: agent, ["id": "m1", "kind": "chat.message", "data": 2]))
@@ -92,10 +98,8 @@ struct HTTPAPITests {
     /// Ephemeral (by flag or by a `.delta` kind): fanned out, answered without seq, not stored.
     @Test func ephemeralPublishFansOutWithoutSeq() async throws {
         try await withGateway { gw in
-            let user = try await gw.client(.user, sub: "alice", sessions: ["h3"])
+            let (user, _, agent) = try await Self.subscriber(gw, "h3")
             defer { user.close() }
-            _ = try user.join("h3")
-            let agent = try await gw.token(.agent, sub: "backend", sessions: ["*"])
             for (id, kind, flag) in [("e1", "chat.message", true), ("e2", "chat.delta", false)] {
                 var body: [String: Any] = ["id": id, "kind": kind, "data": ["t": id]]
                 if flag { body["ephemeral"] = true }
@@ -115,10 +119,8 @@ struct HTTPAPITests {
     /// store's epoch; a limit outside 1-1000 or a bad `since` is 400.
     @Test func readPagesWithSinceAndLimit() async throws {
         try await withGateway { gw in
-            let user = try await gw.client(.user, sub: "alice", sessions: ["h4"])
+            let (user, joined, agent) = try await Self.subscriber(gw, "h4")
             defer { user.close() }
-            let joined = try user.join("h4")
-            let agent = try await gw.token(.agent, sub: "backend", sessions: ["*"])
             var live: [[String: Any]] = []
             for i in 1...5 {
                 let r = try Self.post(gw, "h4", token: agent, ["id": "p\(i)", "kind": "chat.message", "data": ["i": i]])

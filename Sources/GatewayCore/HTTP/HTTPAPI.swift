@@ -34,7 +34,6 @@ final class HTTPExchange {
         self.principal = principal
         self.expected = expected
         self.refusal = refusal
-        if refusal == nil { body.reserveCapacity(expected) }
     }
 }
 
@@ -45,13 +44,15 @@ struct HTTPReply {
     var body: [UInt8]
     var headers: [(lws_token_indexes, String)] = []
     var close = false
+    /// The error code of a refusal (counted in `gateway_errors_total` when sent).
+    var code: ErrorCode?
 
     /// `{"error":{"code":C,"message":M}}` with the status that goes with `code` (v1.1 §6).
     static func error(_ code: ErrorCode, _ message: String, status: UInt32? = nil, close: Bool = false) -> HTTPReply {
         var out: [UInt8] = Array(#"{"error":"#.utf8)
         JSONText.appendObject(into: &out, [("code", .string(code.rawValue)), ("message", .string(message))])
         out.append(contentsOf: Array("}\n".utf8))
-        return HTTPReply(status: status ?? Self.status(of: code), body: out, close: close)
+        return HTTPReply(status: status ?? Self.status(of: code), body: out, close: close, code: code)
     }
 
     /// The HTTP status of an error code.
@@ -221,6 +222,7 @@ extension GatewayServer {
 
     /// Writes `reply` now (inside the wsi's own callback) and ends the transaction, or the connection.
     func respondAPI(_ wsi: OpaquePointer, _ reply: HTTPReply) -> Int32 {
+        if let code = reply.code { metrics.error(code.rawValue) }
         var headers = reply.headers
         if reply.close { headers.append((WSI_TOKEN_CONNECTION, "close")) }
         if writeHTTP(wsi, status: reply.status, contentType: "application/json", body: reply.body, headers: headers) != 0 {
@@ -286,12 +288,10 @@ extension GatewayServer {
             guard retryAfter > 0 else {
                 return queueReply(x, .error(.unavailable, "too many publishers rate-limited at once; retry"))
             }
-            metrics.error(ErrorCode.rateLimited.rawValue)
             var reply = HTTPReply.error(.rateLimited, "publish rate limit exceeded")
             reply.headers = [(WSI_TOKEN_HTTP_RETRY_AFTER, String(retryAfter))]
             return queueReply(x, reply)
         case .refused(let code, let message):
-            metrics.error(code.rawValue)
             return queueReply(x, .error(code, message))
         }
     }
@@ -301,7 +301,6 @@ extension GatewayServer {
         x.pendingKey = nil
         switch r.outcome {
         case .failure(let e):
-            metrics.error(ErrorCode.unavailable.rawValue)
             _ = queueReply(x, .error(.unavailable, Self.commitFailureMessage(e)))
         case .success(.duplicate(let seq)):
             metrics.duplicateAcks.increment()
