@@ -446,7 +446,8 @@ public final class GatewayServer: @unchecked Sendable {
                 io.close(conn, code: 1001, reason: "server shutting down", urgent: false)
             }
         }
-        if clientsClosed && (connections.isEmpty || now >= drainDeadlineNs) {
+        // HTTP API requests still being read or answered get their answer (a publish its seq) before the loop ends.
+        if clientsClosed && ((connections.isEmpty && httpExchanges.isEmpty) || now >= drainDeadlineNs) {
             if !connections.isEmpty {
                 logger.warning("shutdown deadline reached; dropping connections", metadata: ["connections": "\(connections.count)"])
             }

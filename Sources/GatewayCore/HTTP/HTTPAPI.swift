@@ -182,11 +182,18 @@ extension GatewayServer {
         let validSession = FieldRules.isValidSessionID(session)
         let badSession = HTTPReply.error(.badRequest, "session must be 1-128 characters of A-Z a-z 0-9 . _ : -")
         if method == "GET" {
-            guard validSession else { return respondAPI(wsi, badSession) }
-            switch authenticateHTTP(wsi) {
-            case .refused(let reply): return respondAPI(wsi, reply)
-            case .verified(let principal): return respondAPI(wsi, readEvents(wsi, session: session, principal: principal))
+            // A GET has no body to read: if one is announced, the connection closes after the answer.
+            var reply: HTTPReply
+            if !validSession {
+                reply = badSession
+            } else {
+                switch authenticateHTTP(wsi) {
+                case .refused(let refused): reply = refused
+                case .verified(let principal): reply = readEvents(wsi, session: session, principal: principal)
+                }
             }
+            reply.close = reply.close || withBody
+            return respondAPI(wsi, reply)
         }
         // POST: the body's framing first, so that nothing unbounded is read.
         let limit = config.limits.maxMessageBytes

@@ -22,7 +22,12 @@ extension GatewayServer {
                 reply.headers = [(WSI_TOKEN_HTTP_ALLOW, "GET")]
                 return respondAPI(wsi, reply)
             }
-            return respond(wsi, status: 405, body: "method not allowed\n")
+            guard hasRequestBody(wsi) else { return respond(wsi, status: 405, body: "method not allowed\n") }
+            // A body that will not be read: answer, then close.
+            _ = writeHTTP(
+                wsi, status: 405, contentType: "text/plain; charset=utf-8", body: Array("method not allowed\n".utf8),
+                headers: [(WSI_TOKEN_CONNECTION, "close")])
+            return -1
         }
         let path = self.path(wsi) ?? ""
         switch path {
