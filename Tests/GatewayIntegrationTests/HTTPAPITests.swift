@@ -151,6 +151,33 @@ struct HTTPAPITests {
         }
     }
 
+    /// A page stays within `limits.max_message_bytes` (fewer events than `limit`, at least one even when one event
+    /// alone is larger), and paging on with `since` = the last seq reaches the head without a gap.
+    @Test func readPagesStayUnderTheMessageLimit() async throws {
+        try await withGateway(settings: ["limits.max_message_bytes": "4096"]) { gw in
+            let agent = try await gw.token(.agent, sub: "backend", sessions: ["*"])
+            for i in 1...12 {
+                let text = String(repeating: "x", count: i == 6 ? 3_900 : 900)
+                let r = try Self.post(gw, "h9", token: agent, ["id": "big\(i)", "kind": "chat.message", "data": text])
+                #expect(r.status == 200, "\(i): \(String(decoding: r.body, as: UTF8.self))")
+            }
+            var since = 0
+            var seen: [Int] = []
+            var pages = 0
+            while since < 12 && pages < 20 {
+                let r = try Self.get(gw, "h9", token: agent, query: "?since=\(since)&limit=1000")
+                pages += 1
+                let seqs = try #require((try Self.json(r))["events"] as? [[String: Any]]).compactMap { $0.int("seq") }
+                #expect(!seqs.isEmpty && seqs.count < 12)
+                #expect(r.body.count <= 4096 || seqs.count == 1, "page of \(seqs.count) events is \(r.body.count) bytes")
+                seen += seqs
+                since = seqs.last ?? 12
+            }
+            #expect(seen == Array(1...12), "\(seen)")
+            #expect(pages >= 4)
+        }
+    }
+
     /// 401 without or with a bad token, 403 for a user token on another session (POST and GET), 404 off the
     /// routes, 405 with `Allow` for other methods, 400 for a body that is not a publish; all in the v1.1 error shape.
     @Test func refusalsHaveTheirStatusAndCode() async throws {

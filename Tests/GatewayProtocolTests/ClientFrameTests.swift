@@ -358,3 +358,48 @@ func jsonString(_ value: String) -> String {
     }
     return out + "\""
 }
+
+/// The body of an HTTP publish (`POST /v1/sessions/{S}/events`): the publish rules, the session from the path.
+@Suite("HTTP publish body decoding")
+struct HTTPPublishBodyTests {
+    static func decodeBody(_ text: String, session: String = "path-s", limits: FrameLimits = .default)
+        -> Result<ClientFrame.Publish, FrameError>
+    {
+        Array(text.utf8).withUnsafeBytes { ClientFrame.decodePublish(body: $0, session: session, limits: limits) }
+    }
+
+    @Test("the path names the session; type and session members of the body are ignored")
+    func pathSession() throws {
+        let p = try Self.decodeBody(#"{"type":"hello","session":"other","id":"m1","kind":"chat.delta","data":{"a": 1}}"#).get()
+        #expect(p.session == "path-s" && p.id == "m1" && p.kind == "chat.delta" && p.isEphemeral)
+        #expect(String(decoding: p.data, as: UTF8.self) == #"{"a": 1}"#)
+        let flagged = try Self.decodeBody(#"{"id":"m2","kind":"chat.message","data":1,"ephemeral":true}"#).get()
+        #expect(flagged.ephemeralFlag && flagged.isEphemeral)
+    }
+
+    @Test(
+        "the publish field rules apply, with the WebSocket's messages",
+        arguments: [
+            ("not json", "malformed JSON"), ("[1]", "malformed JSON"), (#"{"kind":"k","data":1}"#, "missing field 'id'"),
+            (#"{"id":"a","data":1}"#, "missing field 'kind'"), (#"{"id":"a","kind":"k"}"#, "missing field 'data'"),
+            (#"{"id":"a","kind":"K!","data":1}"#, "field 'kind' must be"),
+            (#"{"id":"a","kind":"k","data":1,"ephemeral":1}"#, "field 'ephemeral' must be a boolean"),
+        ])
+    func rules(body: String, message: String) {
+        guard case .failure(let e) = Self.decodeBody(body) else {
+            Issue.record("\(body) was accepted")
+            return
+        }
+        #expect(e.code == .badRequest && e.message.hasPrefix(message), "\(body): \(e.message)")
+    }
+
+    @Test("a body over the limit is too_large")
+    func tooLarge() {
+        let limits = FrameLimits(maxMessageBytes: 16)
+        guard case .failure(let e) = Self.decodeBody(#"{"id":"a","kind":"k","data":"0123456789"}"#, limits: limits) else {
+            Issue.record("accepted")
+            return
+        }
+        #expect(e.code == .tooLarge)
+    }
+}
