@@ -37,6 +37,8 @@ final class GatewayMetrics: Sendable {
     let slowConsumerCloses: Counter
     let ephemeralDropped: Counter
     let authFailures: Counter
+    let tokenRefreshes: Counter
+    let gatewayLeaves: Counter
     let storageErrors: Counter
     let committedEvents: Counter
     let errorsByCode: [String: Counter]
@@ -83,6 +85,11 @@ final class GatewayMetrics: Sendable {
         slowConsumerCloses = r.makeCounter(descriptor: Self.describe("gateway_slow_consumer_closes_total", "Connections closed 4009 at their outbound cap"))
         ephemeralDropped = r.makeCounter(descriptor: Self.describe("gateway_ephemeral_dropped_total", "Ephemeral frames dropped at a full outbound buffer"))
         authFailures = r.makeCounter(descriptor: Self.describe("gateway_auth_failures_total", "Refused tokens"))
+        tokenRefreshes = r.makeCounter(
+            descriptor: Self.describe("gateway_token_refreshes_total", "Tokens renewed in-band (refresh frames accepted)"))
+        gatewayLeaves = r.makeCounter(
+            descriptor: Self.describe(
+                "gateway_subscriptions_ended_total", "Subscriptions ended by the gateway (left with a reason)"))
         storageErrors = r.makeCounter(descriptor: Self.describe("gateway_storage_errors_total", "Batches the transcript log refused"))
         committedEvents = r.makeCounter(descriptor: Self.describe("gateway_committed_events_total", "Durable events committed to the log"))
         var errors: [String: Counter] = [:]

@@ -114,6 +114,10 @@ public final class GatewayServer: @unchecked Sendable {
             outboundCap: configuration.limits.outboundBufferBytes, logger: logger)
         fanOut = FanOut(table: table, io: io, replay: replay)
         table.onIdle = { [store] session in store.sessionIdle(session: session) }
+        replay.onReset = { [unowned self] conn, session in self.endSubscription(conn, session: session, reason: "reset") }
+        table.onPresence = { [unowned self] live, key, joined, conn in
+            self.presenceChanged(live, key, joined: joined, by: conn)
+        }
     }
 
     /// Binds every configured listener, starts the storage, ticker and service threads, and returns once

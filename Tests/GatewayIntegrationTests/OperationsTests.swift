@@ -292,8 +292,8 @@ enum Shell {
     }
 }
 
-/// A file layer that behaves like POSIX until told to fail fdatasync (every one, or the next few) or ftruncate with
-/// EIO (reliability.md T7 at the gateway level).
+/// A file layer that behaves like POSIX until told to fail fdatasync (every one, or the next few), ftruncate or pread
+/// with EIO (reliability.md T7 at the gateway level).
 final class FlakySyncIO: FileIO, @unchecked Sendable {
     // @unchecked Sendable: the switches are Atomics; the rest is the stateless POSIX layer.
     let posix = PosixFileIO()
@@ -301,9 +301,14 @@ final class FlakySyncIO: FileIO, @unchecked Sendable {
     /// Fail this many of the next fdatasyncs (then work again).
     let failNextSyncs = Atomic<Int>(0)
     let failTruncate = Atomic<Bool>(false)
+    /// Fail every pread (transcript reads: replay, history) with EIO.
+    let failRead = Atomic<Bool>(false)
     func open(_ path: String, flags: Int32, mode: UInt32) throws(FileIOError) -> Int32 { try posix.open(path, flags: flags, mode: mode) }
     func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, offset: Int64) throws(FileIOError) -> Int { try posix.pwrite(fd, bytes, offset: offset) }
-    func pread(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, offset: Int64) throws(FileIOError) -> Int { try posix.pread(fd, buffer, offset: offset) }
+    func pread(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, offset: Int64) throws(FileIOError) -> Int {
+        if failRead.load(ordering: .relaxed) { throw FileIOError(errno: EIO) }
+        return try posix.pread(fd, buffer, offset: offset)
+    }
     func fdatasync(_ fd: Int32) throws(FileIOError) {
         if failSync.load(ordering: .relaxed) { throw FileIOError(errno: EIO) }
         if failNextSyncs.load(ordering: .relaxed) > 0 {
