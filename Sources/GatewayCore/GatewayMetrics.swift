@@ -35,6 +35,7 @@ final class GatewayMetrics: Sendable {
     let acks: Counter
     let duplicateAcks: Counter
     let slowConsumerCloses: Counter
+    let outboundBudgetCloses: Counter
     let ephemeralDropped: Counter
     let authFailures: Counter
     let tokenRefreshes: Counter
@@ -83,6 +84,10 @@ final class GatewayMetrics: Sendable {
         acks = r.makeCounter(descriptor: Self.describe("gateway_acks_total", "Acks sent to publishers"))
         duplicateAcks = r.makeCounter(descriptor: Self.describe("gateway_duplicate_acks_total", "Acks for re-published ids (nothing appended)"))
         slowConsumerCloses = r.makeCounter(descriptor: Self.describe("gateway_slow_consumer_closes_total", "Connections closed 4009 at their outbound cap"))
+        outboundBudgetCloses = r.makeCounter(
+            descriptor: Self.describe(
+                "gateway_outbound_budget_closes_total",
+                "Connections closed 4009 because all queues together passed limits.total_outbound_bytes (largest first)"))
         ephemeralDropped = r.makeCounter(descriptor: Self.describe("gateway_ephemeral_dropped_total", "Ephemeral frames dropped at a full outbound buffer"))
         authFailures = r.makeCounter(descriptor: Self.describe("gateway_auth_failures_total", "Refused tokens"))
         tokenRefreshes = r.makeCounter(

@@ -141,3 +141,33 @@ extension GatewayServer {
         return Array(kept[start...])
     }
 }
+
+extension GatewayServer {
+    /// The queues of every connection together passed `limits.total_outbound_bytes`: close the connection with the
+    /// largest queue 4009 (urgent: its queue is freed at once), then the next largest, until under the budget. Bounded
+    /// per call; each close scans the connections once (only while over the budget).
+    func shedOverBudget() {
+        guard !shedding else { return }
+        shedding = true
+        defer { shedding = false }
+        var rounds = 0
+        while io.isOverBudget && rounds < 64 {
+            rounds += 1
+            var largest: Connection?
+            for conn in connections.values where conn.phase != .closing && conn.queuedBytes > (largest?.queuedBytes ?? 0) {
+                largest = conn
+            }
+            guard let largest else { break }
+            metrics.outboundBudgetCloses.increment()
+            logger.warning(
+                "outbound budget exceeded; closing the largest queue",
+                metadata: [
+                    "connection.id": "\(largest.id)", "queued.bytes": "\(largest.queuedBytes)",
+                    "total.bytes": "\(io.ledger.total)", "budget": "\(config.limits.totalOutboundBytes)",
+                ])
+            io.close(
+                largest, code: 4009, reason: "too slow: the gateway's outbound budget is full; reconnect and resume with since",
+                urgent: true)
+        }
+    }
+}
