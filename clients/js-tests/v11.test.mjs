@@ -85,12 +85,15 @@ describe('protocol v1.1: refresh', { timeout: 120_000 }, () => {
   test('a refused refresh is reported and retried (bounded), then 4001 → reconnect with getToken', T, async () => {
     let failing = true;
     let calls = 0;
+    // The first refresh at 30 % of a 4-5 s lifetime, so the bounded retries are over well before exp (the
+    // reconnect after 4001 must get a good token again).
     const c = open({
       maxRefreshRetries: 2,
+      refreshRatio: 0.3,
       getToken: () => {
         calls++;
-        if (calls > 1 && failing) return mintToken('a-wrong-secret-a-wrong-secret-a-wrong-secret', { sub: 'r2', role: 'user', sessions: ['s-r2'], ttl: 3 });
-        return gw.token({ sub: 'r2', role: 'user', sessions: ['s-r2'], ttl: failing ? 3 : 3600 });
+        if (calls > 1 && failing) return mintToken('a-wrong-secret-a-wrong-secret-a-wrong-secret', { sub: 'r2', role: 'user', sessions: ['s-r2'], ttl: 5 });
+        return gw.token({ sub: 'r2', role: 'user', sessions: ['s-r2'], ttl: failing ? 5 : 3600 });
       },
     });
     const failures = [];

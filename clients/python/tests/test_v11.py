@@ -87,7 +87,7 @@ def test_refused_refresh_retried_then_reconnect(strict_gateway: GatewayProcess) 
         calls += 1
         if calls > 1 and failing:
             return jwt.encode({"sub": "py-r2", "role": "agent", "sessions": ["*"], "exp": 2**31}, "x" * 40, algorithm="HS256")
-        return gw.token("py-r2", "agent", ["*"], ttl=3 if failing else 3600)
+        return gw.token("py-r2", "agent", ["*"], ttl=5 if failing else 3600)
 
     def on_failed(err: GatewayError, attempt: int, will_retry: bool) -> None:
         nonlocal failing
@@ -96,7 +96,11 @@ def test_refused_refresh_retried_then_reconnect(strict_gateway: GatewayProcess) 
             failing = False
 
     async def body() -> None:
-        async with GatewayClient(gw.url, token, backoff_initial=0.05, max_refresh_retries=2, on_refresh_failed=on_failed) as client:
+        # The first refresh at 30 % of a 4-5 s lifetime: the bounded retries end well before exp, so the
+        # reconnect after 4001 gets a good token again.
+        async with GatewayClient(
+            gw.url, token, backoff_initial=0.05, max_refresh_retries=2, refresh_ratio=0.3, on_refresh_failed=on_failed
+        ) as client:
             await wait_until(lambda: client.connections == 2 and client.state.value == "open", 20, "reconnect after 4001")
             assert failures == [("unauthorized", 1, True), ("unauthorized", 2, True), ("unauthorized", 3, False)]
             assert client.refresh_count == 0
