@@ -59,7 +59,8 @@ else:
     d = last_by_peer(lambda r: True)
     metrics = [("delivered/s", lambda r: r["delivered_msgs_s"], True), ("ratio", lambda r: r["delivery_ratio"], True),
                ("p50 ms", lambda r: r["lat_us"].get("p50", 0) / 1000, False), ("p99 ms", lambda r: r["lat_us"].get("p99", 0) / 1000, False),
-               ("server µs/delivery", lambda r: r["server_cpu_us_per_delivery"], False)]
+               ("server µs/delivery", lambda r: r["server_cpu_us_per_delivery"], False),
+               ("frames/send", lambda r: r.get("frames_per_send", -1), True)]
     if kind == "churn":
         metrics += [("lost", lambda r: r.get("lost", 0), False), ("gaps", lambda r: r["gaps"], False)]
 peers = list(d)

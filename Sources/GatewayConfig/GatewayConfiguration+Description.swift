@@ -51,6 +51,7 @@ extension GatewayConfiguration {
         add("limits.write_pacing_max_us", "\(limits.writePacingMaxMicroseconds)")
         add("limits.reads_per_turn", "\(limits.readsPerTurn)")
         add("limits.storage_inbox_bytes", "\(limits.storageInboxBytes)")
+        add("limits.total_outbound_bytes", "\(limits.totalOutboundBytes)")
         add("rate_limits.strikes_before_close", "\(rateLimits.strikesBeforeClose)")
         func describe(_ limit: GatewayConfiguration.RateLimit) -> String {
             limit.isUnlimited ? "unlimited" : "\(limit.ratePerSecond)/s burst \(limit.burst)"

@@ -346,6 +346,14 @@ struct ValueResolver {
             try await int("limits.write_pacing_max_us") ?? limits.writePacingMaxMicroseconds
         limits.readsPerTurn = try await int("limits.reads_per_turn") ?? limits.readsPerTurn
         limits.storageInboxBytes = try await int("limits.storage_inbox_bytes") ?? limits.storageInboxBytes
+        limits.totalOutboundBytes = try await int("limits.total_outbound_bytes") ?? limits.totalOutboundBytes
+        guard limits.totalOutboundBytes == 0 || limits.totalOutboundBytes >= limits.outboundBufferBytes else {
+            throw invalid(
+                descriptor("limits.total_outbound_bytes"),
+                "must be 0 (off) or at least limits.outbound_buffer_bytes (\(limits.outboundBufferBytes)), or one full queue would always be over it",
+                value: String(limits.totalOutboundBytes)
+            )
+        }
         guard limits.outboundBufferBytes >= limits.maxMessageBytes else {
             throw invalid(
                 descriptor("limits.outbound_buffer_bytes"),

@@ -195,6 +195,9 @@ public struct LimitSettings: Sendable, Equatable {
     /// `limits.storage_inbox_bytes`: bytes of durable publishes accepted by the storage engine and not yet answered
     /// (queued or being committed); a publish that would exceed it is answered `unavailable`.
     public var storageInboxBytes: Int = 256 * 1_048_576
+    /// `limits.total_outbound_bytes`: bytes queued to every connection together; over it, the connection with the
+    /// largest queue is closed 4009 first (0 = no global budget, only the per-connection cap).
+    public var totalOutboundBytes: Int = 1_073_741_824
 
     /// Creates the default limits.
     public init() {}

@@ -35,8 +35,11 @@ final class GatewayMetrics: Sendable {
     let acks: Counter
     let duplicateAcks: Counter
     let slowConsumerCloses: Counter
+    let outboundBudgetCloses: Counter
     let ephemeralDropped: Counter
     let authFailures: Counter
+    let tokenRefreshes: Counter
+    let gatewayLeaves: Counter
     let storageErrors: Counter
     let committedEvents: Counter
     let errorsByCode: [String: Counter]
@@ -81,8 +84,17 @@ final class GatewayMetrics: Sendable {
         acks = r.makeCounter(descriptor: Self.describe("gateway_acks_total", "Acks sent to publishers"))
         duplicateAcks = r.makeCounter(descriptor: Self.describe("gateway_duplicate_acks_total", "Acks for re-published ids (nothing appended)"))
         slowConsumerCloses = r.makeCounter(descriptor: Self.describe("gateway_slow_consumer_closes_total", "Connections closed 4009 at their outbound cap"))
+        outboundBudgetCloses = r.makeCounter(
+            descriptor: Self.describe(
+                "gateway_outbound_budget_closes_total",
+                "Connections closed 4009 because all queues together passed limits.total_outbound_bytes (largest first)"))
         ephemeralDropped = r.makeCounter(descriptor: Self.describe("gateway_ephemeral_dropped_total", "Ephemeral frames dropped at a full outbound buffer"))
         authFailures = r.makeCounter(descriptor: Self.describe("gateway_auth_failures_total", "Refused tokens"))
+        tokenRefreshes = r.makeCounter(
+            descriptor: Self.describe("gateway_token_refreshes_total", "Tokens renewed in-band (refresh frames accepted)"))
+        gatewayLeaves = r.makeCounter(
+            descriptor: Self.describe(
+                "gateway_subscriptions_ended_total", "Subscriptions ended by the gateway (left with a reason)"))
         storageErrors = r.makeCounter(descriptor: Self.describe("gateway_storage_errors_total", "Batches the transcript log refused"))
         committedEvents = r.makeCounter(descriptor: Self.describe("gateway_committed_events_total", "Durable events committed to the log"))
         var errors: [String: Counter] = [:]

@@ -76,6 +76,8 @@ public final class GatewayServer: @unchecked Sendable {
     var pendingHTTPPublishes: [ConnectionID: HTTPExchange] = [:]
     /// The HTTP publishes' rate limit, per token `sub`.
     var httpBuckets = SubBuckets(capacity: GatewayServer.maxHTTPRateBuckets)
+    /// Set while ``shedOverBudget()`` runs (its closes must not start it again).
+    var shedding = false
     /// Joins waiting for the store, per session (cluster mode), in arrival order.
     var pendingJoins: [String: [PendingJoin]] = [:]
     /// How long a join may wait for the store before it is answered `unavailable`.
@@ -113,7 +115,7 @@ public final class GatewayServer: @unchecked Sendable {
         self.store = store
         self.webAssets = WebAssets(root: configuration.webRoot)
         io = ConnectionIO(
-            outboundCap: configuration.limits.outboundBufferBytes,
+            outboundCap: configuration.limits.outboundBufferBytes, totalCap: configuration.limits.totalOutboundBytes,
             pacingMaxNs: UInt64(configuration.limits.writePacingMaxMicroseconds) * 1_000, metrics: metrics, logger: logger)
         table = SessionTable(seedHeads: store.sessionSummaries(), metrics: metrics)
         replay = ReplayPump(
@@ -121,6 +123,11 @@ public final class GatewayServer: @unchecked Sendable {
             outboundCap: configuration.limits.outboundBufferBytes, logger: logger)
         fanOut = FanOut(table: table, io: io, replay: replay)
         table.onIdle = { [store] session in store.sessionIdle(session: session) }
+        io.onOverBudget = { [unowned self] in self.shedOverBudget() }
+        replay.onReset = { [unowned self] conn, session in self.endSubscription(conn, session: session, reason: "reset") }
+        table.onPresence = { [unowned self] live, key, joined, conn in
+            self.presenceChanged(live, key, joined: joined, by: conn)
+        }
     }
 
     /// Binds every configured listener, starts the storage, ticker and service threads, and returns once
@@ -350,6 +357,8 @@ public final class GatewayServer: @unchecked Sendable {
             }
         }
         metrics.outboundQueueBytes.set(Double(total))
+        // Replay refills queues without going through `send`: the budget is checked here too.
+        if io.isOverBudget { shedOverBudget() }
         if !pendingJoins.isEmpty {
             for session in Array(pendingJoins.keys) {
                 failPendingJoins(session: session, reason: "timeout") { $0.deadlineNs > now }

@@ -1,14 +1,11 @@
-/// Makes untrusted text safe for a log line: control characters and non-ASCII escapes, bounded length.
+import GatewayProtocol
+
+/// Makes untrusted text safe for a log line: the one escaper of the gateway and `gatewayctl`
+/// (``TextEscaper``: C0/C1 controls, DEL, format characters such as bidi overrides and zero-width characters, and
+/// line/paragraph separators become visible escapes), bounded length.
 enum LogSafe {
+    /// Escapes `s` and shortens it to at most `max` characters (ending in `…` when cut).
     static func escape(_ s: String, max: Int = 200) -> String {
-        var out = ""
-        for scalar in s.unicodeScalars.prefix(max) {
-            if scalar.value < 0x20 || scalar.value == 0x7f || (scalar.value >= 0x80 && scalar.value < 0xa0) {
-                out += "\\u{\(String(scalar.value, radix: 16))}"
-            } else {
-                out.unicodeScalars.append(scalar)
-            }
-        }
-        return out
+        TextEscaper.escape(s, limit: max)
     }
 }

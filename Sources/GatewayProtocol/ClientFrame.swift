@@ -14,6 +14,10 @@ public enum ClientFrame: Sendable, Equatable {
     case publish(Publish)
     /// `{"type":"ping","id":I?}`
     case ping(Ping)
+    /// `{"type":"refresh","token":T}` (v1.1 §1)
+    case refresh(Refresh)
+    /// `{"type":"history","session":S,"before":N?,"limit":L?,"id":I?}` (v1.1 §4)
+    case history(History)
 
     /// The fields of a `hello` frame.
     public struct Hello: Sendable, Equatable {
@@ -33,16 +37,64 @@ public enum ClientFrame: Sendable, Equatable {
         public var since: UInt64?
         /// The transcript epoch the client last saw, if given (meaningful only with `since`).
         public var epoch: String?
+        /// Replay only the last `last` durable events (1-10,000; never together with `since`), v1.1 §4.
+        public var last: Int?
+        /// Whether the subscription carries presence (`joined.presence` and `presence` frames), v1.1 §2.
+        public var presence: Bool
 
         /// Creates a join frame.
         /// - Parameters:
         ///   - session: The session id.
         ///   - since: The last seq the client holds, if any.
         ///   - epoch: The epoch the client last saw, if any.
-        public init(session: String, since: UInt64?, epoch: String?) {
+        ///   - last: How many of the latest durable events to replay instead of `since`, if any.
+        ///   - presence: Whether presence is asked for.
+        public init(session: String, since: UInt64?, epoch: String?, last: Int? = nil, presence: Bool = false) {
             self.session = session
             self.since = since
             self.epoch = epoch
+            self.last = last
+            self.presence = presence
+        }
+    }
+
+    /// The fields of a `refresh` frame: a new token for the live connection.
+    public struct Refresh: Sendable, Equatable {
+        /// The new JWT (a non-empty string; verified like a `hello` token).
+        public var token: String
+
+        /// Creates a refresh frame.
+        /// - Parameter token: The new JWT.
+        public init(token: String) { self.token = token }
+    }
+
+    /// The fields of a `history` frame: a page of durable events before a seq, without a subscription.
+    public struct History: Sendable, Equatable {
+        /// The limits of `limit` (v1.1 §4).
+        public static let limitRange = 1...500
+        /// The default page size.
+        public static let defaultLimit = 50
+
+        /// The session to read (already validated).
+        public var session: String
+        /// Only events with `seq < before` (default: head + 1).
+        public var before: UInt64?
+        /// At most this many events (1-500, default 50).
+        public var limit: Int
+        /// The id to echo in the reply, if any.
+        public var id: String?
+
+        /// Creates a history frame.
+        /// - Parameters:
+        ///   - session: The session id.
+        ///   - before: The exclusive upper seq bound, if any.
+        ///   - limit: The page size.
+        ///   - id: The id to echo, if any.
+        public init(session: String, before: UInt64?, limit: Int = History.defaultLimit, id: String?) {
+            self.session = session
+            self.before = before
+            self.limit = limit
+            self.id = id
         }
     }
 
@@ -177,9 +229,9 @@ public enum ClientFrame: Sendable, Equatable {
     return true
 }
 
-/// The frame types of protocol v1.
+/// The frame types of protocol v1 and v1.1.
 private enum FrameType {
-    case hello, join, leave, publish, ping
+    case hello, join, leave, publish, ping, refresh, history
 }
 
 /// The known members of one frame, and the field rules applied to them.
@@ -194,6 +246,10 @@ private struct Fields {
     var since: JSONMember?
     var epoch: JSONMember?
     var token: JSONMember?
+    var last: JSONMember?
+    var presence: JSONMember?
+    var before: JSONMember?
+    var limit: JSONMember?
     var ref: String?
     /// The session named by an HTTP path: it takes the place of the `session` member.
     var pathSession: String?
@@ -212,6 +268,8 @@ private struct Fields {
                 kind = member
             } else if equals(key, "data") {
                 data = member
+            } else if equals(key, "last") {
+                last = member
             }
         case 5:
             if equals(key, "since") {
@@ -220,8 +278,12 @@ private struct Fields {
                 epoch = member
             } else if equals(key, "token") {
                 token = member
+            } else if equals(key, "limit") {
+                limit = member
             }
+        case 6: if equals(key, "before") { before = member }
         case 7: if equals(key, "session") { session = member }
+        case 8: if equals(key, "presence") { presence = member }
         case 9: if equals(key, "ephemeral") { ephemeral = member }
         default: break
         }
@@ -241,6 +303,8 @@ private struct Fields {
                 if equals(raw, "hello") { return .hello }
             case 7:
                 if equals(raw, "publish") { return .publish }
+                if equals(raw, "refresh") { return .refresh }
+                if equals(raw, "history") { return .history }
             default: break
             }
             return nil
@@ -251,6 +315,12 @@ private struct Fields {
         case .leave: return .leave(ClientFrame.Leave(session: try sessionID()))
         case .ping: return .ping(ClientFrame.Ping(id: try pingID()))
         case .hello: return .hello(ClientFrame.Hello(token: try optionalString(token, "token")))
+        case .refresh:
+            guard let value = try optionalString(token, "token"), !value.isEmpty else {
+                throw badRequest("missing field 'token'")
+            }
+            return .refresh(ClientFrame.Refresh(token: value))
+        case .history: return .history(try history())
         case nil:
             // Echo the type only when it is short and harmless, so the message stays small and clean.
             let echo: String? = JSONScanner.withStringBytes(bytes, type) { raw in
@@ -291,16 +361,48 @@ private struct Fields {
 
     private func join() throws(FrameError) -> ClientFrame.Join {
         let session = try sessionID()
-        var sinceValue: UInt64? = nil
-        if let since, since.type != .null {
-            guard since.type == .number else { throw badRequest("field 'since' must be a non-negative integer") }
-            switch JSONScanner.decodeUInt64(bytes, range: since.range) {
-            case .success(let value): sinceValue = value
-            case .failure(.overflow): throw badRequest("field 'since' is too large")
-            case .failure: throw badRequest("field 'since' must be a non-negative integer")
-            }
+        let sinceValue = try optionalUInt(since, "since")
+        var lastValue: Int? = nil
+        if let n = try optionalUInt(last, "last") {
+            guard (1...10_000).contains(n) else { throw badRequest("field 'last' must be an integer from 1 to 10000") }
+            guard sinceValue == nil else { throw badRequest("fields 'last' and 'since' cannot be used together") }
+            lastValue = Int(n)
         }
-        return ClientFrame.Join(session: session, since: sinceValue, epoch: try optionalString(epoch, "epoch"))
+        return ClientFrame.Join(
+            session: session, since: sinceValue, epoch: try optionalString(epoch, "epoch"), last: lastValue,
+            presence: try optionalBool(presence, "presence") ?? false)
+    }
+
+    private func history() throws(FrameError) -> ClientFrame.History {
+        let session = try sessionID()
+        let beforeValue = try optionalUInt(before, "before")
+        var limitValue = ClientFrame.History.defaultLimit
+        if let n = try optionalUInt(limit, "limit") {
+            guard n >= 1 && n <= UInt64(ClientFrame.History.limitRange.upperBound) else {
+                throw badRequest("field 'limit' must be an integer from 1 to \(ClientFrame.History.limitRange.upperBound)")
+            }
+            limitValue = Int(n)
+        }
+        return ClientFrame.History(session: session, before: beforeValue, limit: limitValue, id: try pingID())
+    }
+
+    /// A non-negative integer member (absent or null: nil).
+    private func optionalUInt(_ member: JSONMember?, _ name: StaticString) throws(FrameError) -> UInt64? {
+        guard let member, member.type != .null else { return nil }
+        guard member.type == .number else { throw badRequest("field '\(name)' must be a non-negative integer") }
+        switch JSONScanner.decodeUInt64(bytes, range: member.range) {
+        case .success(let value): return value
+        case .failure(.overflow): throw badRequest("field '\(name)' is too large")
+        case .failure: throw badRequest("field '\(name)' must be a non-negative integer")
+        }
+    }
+
+    /// A boolean member (absent or null: nil).
+    private func optionalBool(_ member: JSONMember?, _ name: StaticString) throws(FrameError) -> Bool? {
+        guard let member, member.type != .null else { return nil }
+        guard member.type == .bool else { throw badRequest("field '\(name)' must be a boolean") }
+        // The scanner validated the literal, so its first byte tells true from false.
+        return bytes[member.range.lowerBound] == UInt8(ascii: "t")
     }
 
     private func sessionID() throws(FrameError) -> String {

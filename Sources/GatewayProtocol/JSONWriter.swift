@@ -86,6 +86,12 @@ public enum JSONWriter {
             buffer.append(contentsOf: UnsafeBufferPointer(rebasing: digits[i..<20]))
         }
     }
+
+    /// Appends `value` in decimal, with a minus sign when negative.
+    static func appendInt(_ value: Int64, to buffer: inout [UInt8]) {
+        if value < 0 { buffer.append(UInt8(ascii: "-")) }
+        appendUInt(value.magnitude, to: &buffer)
+    }
 }
 
 /// Writes JSON into memory that was sized in advance (the event frame's hot path).

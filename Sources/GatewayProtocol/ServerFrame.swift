@@ -9,13 +9,17 @@
 /// The event frame is not a case here: it splices the stored `data` bytes, so it has its own entry point,
 /// ``appendEvent(into:session:seq:id:kind:sub:role:timestampMs:data:)``.
 public enum ServerFrame: Sendable, Equatable {
-    /// `{"type":"welcome","conn":C,"sub":S,"role":R}`
-    case welcome(conn: String, sub: String, role: String)
-    /// `{"type":"joined","session":S,"head":H,"epoch":E}`, plus `"trimmed":true,"first":F` when `trimmedFirst` is set
-    /// and `"reset":true` when `reset` is true.
-    case joined(session: String, head: UInt64, epoch: String, trimmedFirst: UInt64?, reset: Bool)
-    /// `{"type":"left","session":S}`
-    case left(session: String)
+    /// `{"type":"welcome","conn":C,"sub":S,"role":R}` plus `"exp":X` (v1.1 §1: the token's expiry, Unix seconds).
+    case welcome(conn: String, sub: String, role: String, exp: Int64? = nil)
+    /// `{"type":"joined","session":S,"head":H,"epoch":E}`, plus `"trimmed":true,"first":F` when `trimmedFirst` is set,
+    /// `"reset":true` when `reset` is true and `"presence":[...]` when the join asked for presence (v1.1 §2).
+    case joined(session: String, head: UInt64, epoch: String, trimmedFirst: UInt64?, reset: Bool, presence: [PresenceEntry]? = nil)
+    /// `{"type":"left","session":S}` plus `"reason":R` when the gateway ended the subscription (v1.1 §5).
+    case left(session: String, reason: String? = nil)
+    /// `{"type":"refreshed","exp":X}` (v1.1 §1).
+    case refreshed(exp: Int64)
+    /// `{"type":"presence","session":S,"action":"join"|"leave","sub":U,"role":R}` (v1.1 §2).
+    case presence(session: String, action: String, sub: String, role: String)
     /// `{"type":"ack","id":I,"session":S}` plus `"seq":N` for durable events and `"duplicate":true` for re-publishes.
     case ack(id: String, session: String, seq: UInt64?, duplicate: Bool)
     /// `{"type":"pong"}` or `{"type":"pong","id":I}`.
@@ -32,14 +36,30 @@ public enum ServerFrame: Sendable, Equatable {
     public func append(to buffer: inout [UInt8]) -> Int {
         let start = buffer.count
         switch self {
-        case .welcome(let conn, let sub, let role):
+        case .welcome(let conn, let sub, let role, let exp):
             JSONWriter.appendRaw("{\"type\":\"welcome\",\"conn\":", to: &buffer)
             JSONWriter.appendString(conn, to: &buffer)
             JSONWriter.appendRaw(",\"sub\":", to: &buffer)
             JSONWriter.appendString(sub, to: &buffer)
             JSONWriter.appendRaw(",\"role\":", to: &buffer)
             JSONWriter.appendString(role, to: &buffer)
-        case .joined(let session, let head, let epoch, let trimmedFirst, let reset):
+            if let exp {
+                JSONWriter.appendRaw(",\"exp\":", to: &buffer)
+                JSONWriter.appendInt(exp, to: &buffer)
+            }
+        case .refreshed(let exp):
+            JSONWriter.appendRaw("{\"type\":\"refreshed\",\"exp\":", to: &buffer)
+            JSONWriter.appendInt(exp, to: &buffer)
+        case .presence(let session, let action, let sub, let role):
+            JSONWriter.appendRaw("{\"type\":\"presence\",\"session\":", to: &buffer)
+            JSONWriter.appendString(session, to: &buffer)
+            JSONWriter.appendRaw(",\"action\":", to: &buffer)
+            JSONWriter.appendString(action, to: &buffer)
+            JSONWriter.appendRaw(",\"sub\":", to: &buffer)
+            JSONWriter.appendString(sub, to: &buffer)
+            JSONWriter.appendRaw(",\"role\":", to: &buffer)
+            JSONWriter.appendString(role, to: &buffer)
+        case .joined(let session, let head, let epoch, let trimmedFirst, let reset, let presence):
             JSONWriter.appendRaw("{\"type\":\"joined\",\"session\":", to: &buffer)
             JSONWriter.appendString(session, to: &buffer)
             JSONWriter.appendRaw(",\"head\":", to: &buffer)
@@ -53,9 +73,27 @@ public enum ServerFrame: Sendable, Equatable {
             if reset {
                 JSONWriter.appendRaw(",\"reset\":true", to: &buffer)
             }
-        case .left(let session):
+            if let presence {
+                JSONWriter.appendRaw(",\"presence\":[", to: &buffer)
+                for (i, entry) in presence.enumerated() {
+                    if i > 0 { buffer.append(UInt8(ascii: ",")) }
+                    JSONWriter.appendRaw("{\"sub\":", to: &buffer)
+                    JSONWriter.appendString(entry.sub, to: &buffer)
+                    JSONWriter.appendRaw(",\"role\":", to: &buffer)
+                    JSONWriter.appendString(entry.role, to: &buffer)
+                    JSONWriter.appendRaw(",\"conns\":", to: &buffer)
+                    JSONWriter.appendUInt(UInt64(entry.conns), to: &buffer)
+                    buffer.append(Byte.closeBrace)
+                }
+                buffer.append(UInt8(ascii: "]"))
+            }
+        case .left(let session, let reason):
             JSONWriter.appendRaw("{\"type\":\"left\",\"session\":", to: &buffer)
             JSONWriter.appendString(session, to: &buffer)
+            if let reason {
+                JSONWriter.appendRaw(",\"reason\":", to: &buffer)
+                JSONWriter.appendString(reason, to: &buffer)
+            }
         case .ack(let id, let session, let seq, let duplicate):
             JSONWriter.appendRaw("{\"type\":\"ack\",\"id\":", to: &buffer)
             JSONWriter.appendString(id, to: &buffer)
@@ -103,7 +141,56 @@ public enum ServerFrame: Sendable, Equatable {
     }
 }
 
+/// One subject in a session's presence list (v1.1 §2): a `sub` with its `role`, and how many of its connections are
+/// joined to the session.
+public struct PresenceEntry: Sendable, Equatable, Hashable {
+    public var sub: String
+    public var role: String
+    public var conns: Int
+
+    /// Creates an entry.
+    /// - Parameters:
+    ///   - sub: The subject.
+    ///   - role: Its role.
+    ///   - conns: Its connections joined to the session (≥ 1).
+    public init(sub: String, role: String, conns: Int) {
+        self.sub = sub
+        self.role = role
+        self.conns = conns
+    }
+}
+
 extension ServerFrame {
+    /// Appends a `history` reply (v1.1 §4): `{"type":"history","session":S,"id":I?,"events":[...],"first":F,"head":H}`,
+    /// splicing each stored event frame byte for byte.
+    /// - Parameters:
+    ///   - buffer: The buffer to append to.
+    ///   - session: The session id.
+    ///   - id: The request's id to echo, if any.
+    ///   - events: The event frames (each one complete JSON object), oldest first.
+    ///   - first: The oldest seq still held.
+    ///   - head: The session's head.
+    public static func appendHistory(
+        into buffer: inout [UInt8], session: String, id: String?, events: [[UInt8]], first: UInt64, head: UInt64
+    ) {
+        JSONWriter.appendRaw("{\"type\":\"history\",\"session\":", to: &buffer)
+        JSONWriter.appendString(session, to: &buffer)
+        if let id {
+            JSONWriter.appendRaw(",\"id\":", to: &buffer)
+            JSONWriter.appendString(id, to: &buffer)
+        }
+        JSONWriter.appendRaw(",\"events\":[", to: &buffer)
+        for (i, e) in events.enumerated() {
+            if i > 0 { buffer.append(UInt8(ascii: ",")) }
+            buffer.append(contentsOf: e)
+        }
+        JSONWriter.appendRaw("],\"first\":", to: &buffer)
+        JSONWriter.appendUInt(first, to: &buffer)
+        JSONWriter.appendRaw(",\"head\":", to: &buffer)
+        JSONWriter.appendUInt(head, to: &buffer)
+        buffer.append(Byte.closeBrace)
+    }
+
     /// Appends an event frame to `buffer`, splicing `data` byte for byte.
     ///
     /// Produces `{"type":"event","session":S,"seq":N,"id":I,"kind":K,"from":{"sub":U,"role":R},"ts":T,"data":D}`;

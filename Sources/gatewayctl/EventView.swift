@@ -1,3 +1,4 @@
+import Foundation
 import GatewayProtocol
 import TranscriptLog
 
@@ -116,7 +117,11 @@ enum ServerMessage: Sendable {
     case event(EventView)
     /// `error`: a refused frame.
     case error(code: String, message: String)
-    /// Anything else (`ack`, `pong`, `left`, future frame types).
+    /// `presence` (v1.1): a subject's first connection joined the session, or its last one left.
+    case presence(session: String, action: String, sub: String, role: String)
+    /// `left`: the subscription ended; `reason` is set when the gateway ended it (v1.1: `forbidden`, `reset`).
+    case left(session: String, reason: String?)
+    /// Anything else (`ack`, `pong`, future frame types).
     case other(type: String)
 
     /// The fields of a `joined` frame.
@@ -131,6 +136,8 @@ enum ServerMessage: Sendable {
         var trimmedFirst: UInt64?
         /// Set when the epoch differed or `since` was past the head: the client must drop what it holds.
         var reset: Bool
+        /// The presence list (v1.1), when the join asked for it: (sub, role, conns).
+        var presence: [(sub: String, role: String, conns: UInt64)]? = nil
     }
 
     /// Decodes one text message from the gateway.
@@ -153,7 +160,15 @@ enum ServerMessage: Sendable {
                     Joined(
                         session: session, head: head, epoch: fields.string("epoch") ?? "",
                         trimmedFirst: fields.bool("trimmed") == true ? fields.uint("first") : nil,
-                        reset: fields.bool("reset") == true))
+                        reset: fields.bool("reset") == true, presence: fields.presenceList()))
+            case "presence":
+                guard let session = fields.string("session"), let action = fields.string("action"),
+                    let sub = fields.string("sub"), let role = fields.string("role")
+                else { return nil }
+                return .presence(session: session, action: action, sub: sub, role: role)
+            case "left":
+                guard let session = fields.string("session") else { return nil }
+                return .left(session: session, reason: fields.string("reason"))
             case "event":
                 guard let session = fields.string("session"), let kind = fields.string("kind"),
                     let data = fields.rawValue("data")
@@ -214,6 +229,19 @@ struct JSONFields {
             return nil
         }
         return raw[first] == UInt8(ascii: "t")
+    }
+
+    /// The `presence` array of a `joined` frame: its entries with a string `sub` and `role` (conns 0 when absent).
+    func presenceList() -> [(sub: String, role: String, conns: UInt64)]? {
+        guard let m = object.member("presence", in: raw), m.type == .array,
+            let array = try? JSONSerialization.jsonObject(with: Data(raw[m.range])) as? [Any]
+        else { return nil }
+        return array.compactMap { element in
+            guard let entry = element as? [String: Any], let sub = entry["sub"] as? String,
+                let role = entry["role"] as? String
+            else { return nil }
+            return (sub, role, (entry["conns"] as? NSNumber)?.uint64Value ?? 0)
+        }
     }
 
     /// The raw bytes of any member's value.

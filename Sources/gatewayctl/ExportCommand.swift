@@ -1,3 +1,4 @@
+import GatewayProtocol
 import ArgumentParser
 import Foundation
 import Glibc

@@ -20,6 +20,10 @@ extension GatewayCtl {
 
                 --json prints each event frame exactly as the gateway sent it, one JSON object per line (for jq).
 
+                --presence joins with presence (protocol v1.1): prints who is in the session when joined, then a \
+                line when a subject's first connection joins or its last one leaves ("+ user/alice joined", \
+                "- user/alice left"; with --json the presence frames as sent).
+
                 Exit codes: 0 ok, 1 usage, 2 connection or authentication, 3 forbidden or no such session.
 
                 Examples:
@@ -28,6 +32,7 @@ extension GatewayCtl {
                   gatewayctl tail demo                       # the whole transcript, then exit
                   gatewayctl tail demo --last 20 --follow    # the last 20 events, then live
                   gatewayctl tail demo -f --kind 'chat.*' --hide-deltas
+                  gatewayctl tail demo -f --presence         # also who comes and goes
                   gatewayctl tail demo --json | jq -r '.data.text // empty'
                   gatewayctl tail demo -f --url wss://gw:8443/v1/ws --ca-file ca.pem
                 """)
@@ -54,6 +59,9 @@ extension GatewayCtl {
 
         @Flag(name: .customLong("hide-deltas"), help: "Leave out ephemeral events (deltas, no seq).")
         var hideDeltas = false
+
+        @Flag(help: "Also print presence: who is in the session, and who joins or leaves (protocol v1.1).")
+        var presence = false
 
         @Option(help: "Colour: auto (when stdout is a terminal), always, never.")
         var color: ColorMode = .auto
@@ -83,7 +91,7 @@ extension GatewayCtl {
             let start: TailSettings.Start = last.map { .last($0) } ?? .since(since ?? 0)
             let settings = TailSettings(
                 session: session, start: start, follow: follow, maxReconnects: maxReconnects ?? (follow ? nil : 3),
-                json: json, hideDeltas: hideDeltas, kinds: KindFilter(patterns: kinds))
+                json: json, hideDeltas: hideDeltas, kinds: KindFilter(patterns: kinds), presence: presence)
             StopSignals.install()
             let runner = TailRunner(
                 endpoint: resolved, settings: settings, output: output,

@@ -37,6 +37,8 @@ struct TailSettings: Sendable {
     var hideDeltas: Bool
     /// Which kinds to print.
     var kinds: KindFilter
+    /// Join with presence and print presence changes.
+    var presence = false
 }
 
 /// The operator connection behind `gatewayctl tail`: connect, authenticate, join, print, and resume after a drop.
@@ -232,6 +234,32 @@ final class TailRunner {
                     joined = true
                     lastProgress = ContinuousClock.now
                     target = try accept(j)
+                    if settings.presence, let list = j.presence {
+                        try printLine(
+                            settings.json
+                                ? JSONText.singleLine(text)
+                                : "presence: "
+                                    + (list.isEmpty
+                                        ? "nobody"
+                                        : list.map {
+                                            TextEscaper.escape($0.role, limit: 16) + "/" + TextEscaper.escape($0.sub, limit: 64)
+                                                + ($0.conns > 1 ? " ×\($0.conns)" : "")
+                                        }.joined(separator: ", ")))
+                    }
+                case .presence(let session, let action, let sub, let role)
+                where session == settings.session && settings.presence && joined:
+                    let who = TextEscaper.escape(role, limit: 16) + "/" + TextEscaper.escape(sub, limit: 64)
+                    try printLine(
+                        settings.json
+                            ? JSONText.singleLine(text)
+                            : (action == "join" ? "+ \(who) joined" : "- \(who) left"))
+                    try flushOutput()
+                case .left(let session, let reason?) where session == settings.session:
+                    // The gateway ended the subscription (v1.1): `reset` is resumed like a dropped connection,
+                    // anything else (`forbidden`) is final.
+                    if reason == "reset" { throw .retryable("the gateway ended the subscription (reset)") }
+                    throw .fatal(
+                        .notFound("the gateway ended the subscription to \(TextEscaper.escape(session)): \(TextEscaper.escape(reason))"))
                 case .event(let event) where event.session == settings.session:
                     // Before the decisive `joined`, events belong to the probe subscription (or none): the replay
                     // that follows `joined` carries them in order.
@@ -311,6 +339,10 @@ final class TailRunner {
         }
     }
 
+    private func printLine(_ line: String) throws(ConnectionEnd) {
+        do { try output.writeLine(line) } catch { throw .fatal(error) }
+    }
+
     private func flushOutput() throws(ConnectionEnd) {
         do { try output.flush() } catch { throw .fatal(error) }
     }
@@ -325,6 +357,7 @@ final class TailRunner {
                 JSONWriter.appendString(epoch, to: &frame)
             }
         }
+        if settings.presence { frame += Array(#","presence":true"#.utf8) }
         frame.append(UInt8(ascii: "}"))
         do { try ws.sendText(bytes: frame, timeout: .seconds(5)) } catch { throw Self.classify(error) }
     }

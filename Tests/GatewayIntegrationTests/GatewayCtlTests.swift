@@ -152,6 +152,31 @@ struct GatewayCtlTests {
         }
     }
 
+    /// --presence (v1.1): the list when joined, then one line per subject that joins or leaves; a second tab of the
+    /// same subject prints nothing.
+    @Test func tailPresenceShowsWhoComesAndGoes() async throws {
+        try await withGateway { gw in
+            try await Self.publish(gw, "pres-1", ["hello"], idPrefix: "p")
+            let agent = try await gw.client(.agent, sub: "worker-9", sessions: ["*"])
+            _ = try agent.join("pres-1")
+            let tail = try Self.start(["tail", "pres-1", "--follow", "--presence"] + (try await Self.endpoint(gw)))
+            var lines = try Self.waitForLines(tail, count: 2)
+            #expect(lines.contains { $0.hasPrefix("presence: ") && $0.contains("agent/worker-9") && $0.contains("operator/ops") }, "\(lines)")
+            let tab1 = try await gw.client(.user, sub: "alice", sessions: ["pres-1"])
+            _ = try tab1.join("pres-1")
+            let tab2 = try await gw.client(.user, sub: "alice", sessions: ["pres-1"])
+            _ = try tab2.join("pres-1")
+            lines = try Self.waitForLines(tail, count: 3)
+            #expect(lines[2] == "+ user/alice joined", "\(lines)")
+            tab1.close()
+            tab2.close()
+            lines = try Self.waitForLines(tail, count: 4)
+            #expect(lines[3] == "- user/alice left", "\(lines)")
+            #expect(try Self.terminate(tail) == .exited(0))
+            #expect(tail.stdout().split(separator: "\n").count == 4, "\(tail.stdout())")
+        }
+    }
+
     /// --json: one event object per line with the right seqs; --last 3 prints only the last three.
     @Test func tailJSONAndLast() async throws {
         try await withGateway { gw in

@@ -180,6 +180,24 @@ struct OperationsTests {
         }
     }
 
+    /// Publishes `count` durable events of `blob` to session `s` in batches of 10, each batch acked and read by
+    /// `reader` before the next (so the reader keeps up and only non-reading subscribers fall behind); `afterBatch`
+    /// runs after each. Returns the last seq `reader` got.
+    static func publishPaced(
+        _ agent: Peer, reader: Peer, count: Int, blob: String, afterBatch: () -> Void = {}
+    ) throws -> Int {
+        var last = 0
+        for batch in stride(from: 1, through: count, by: 10) {
+            for i in batch..<(batch + 10) {
+                try agent.send(["type": "publish", "session": "s", "id": "b\(i)", "kind": "progress", "data": ["pad": blob]])
+            }
+            while (try agent.next(type: "ack")).int("seq") ?? 0 < batch + 9 {}
+            while last < batch + 9 { last = try reader.next(type: "event").int("seq") ?? last }
+            afterBatch()
+        }
+        return last
+    }
+
     @Test func slowConsumerIsClosed4009AndOthersContinue() async throws {
         try await withGateway(settings: [
             "limits.outbound_buffer_bytes": "131072", "limits.max_message_bytes": "16384", "storage.fsync": "never",
@@ -199,14 +217,7 @@ struct OperationsTests {
             // The slow client stops reading; the fast one keeps up. 6 MB in all: more than the slow client's
             // outbound cap plus what the kernel buffers on loopback.
             let total = 1500
-            var last = 0
-            for batch in stride(from: 1, through: total, by: 10) {
-                for i in batch..<(batch + 10) {
-                    try agent.send(["type": "publish", "session": "s", "id": "b\(i)", "kind": "progress", "data": ["pad": blob]])
-                }
-                while (try agent.next(type: "ack")).int("seq") ?? 0 < batch + 9 {}
-                while last < batch + 9 { last = try fast.next(type: "event").int("seq") ?? last }
-            }
+            let last = try Self.publishPaced(agent, reader: fast, count: total, blob: blob)
             #expect(last == total)
             // Now read the slow one: it must end with 4009.
             var code: UInt16? = nil
@@ -218,6 +229,59 @@ struct OperationsTests {
                 } catch { break }
             }
             #expect(code == 4009)
+        }
+    }
+
+    /// G15 (issue 15): the queues together are bounded by `limits.total_outbound_bytes`. Three subscribers stop
+    /// reading; once their queues together pass the budget (each still under its own 1 MiB cap), the largest is
+    /// closed 4009 first, the total falls back under the budget, and a subscriber that reads gets every event.
+    @Test func totalOutboundBudgetClosesTheLargestQueueFirst() async throws {
+        try await withGateway(settings: [
+            "limits.outbound_buffer_bytes": "1048576", "limits.total_outbound_bytes": "1048576",
+            "limits.max_message_bytes": "16384", "storage.fsync": "never",
+        ]) { gw in
+            var options = WebSocketClientOptions()
+            options.receiveBufferSize = 4096
+            var slow: [(Peer, WebSocketClient)] = []
+            for i in 0..<3 {
+                let token = try await gw.token(.user, sub: "slow\(i)", sessions: ["s"])
+                let ws = try WebSocketClient.connect(url: gw.url, options: options)
+                let p = Peer(ws)
+                try p.send(["type": "hello", "token": token])
+                _ = try p.next(type: "welcome")
+                _ = try p.join("s")
+                slow.append((p, ws))
+            }
+            let fast = try await gw.client(.user, sub: "fast", sessions: ["s"])
+            _ = try fast.join("s")
+            let agent = try await gw.client(.agent, sub: "w", sessions: ["s"])
+            let blob = String(repeating: "y", count: 4000)
+            // 3 MB in all: far past what the three queues may hold together (1 MiB), less than each one's own cap
+            // plus the kernel's loopback buffers would let one queue reach alone.
+            let total = 750
+            var maxQueued = 0.0
+            let last = try Self.publishPaced(agent, reader: fast, count: total, blob: blob) {
+                maxQueued = max(maxQueued, Probe.metric(gw.port, "gateway_outbound_queue_bytes") ?? 0)
+            }
+            #expect(last == total)
+            let budgetCloses = Probe.metric(gw.port, "gateway_outbound_budget_closes_total") ?? 0
+            #expect(budgetCloses >= 1, "the budget closed the largest queue")
+            #expect((Probe.metric(gw.port, "gateway_slow_consumer_closes_total") ?? 0) == 0, "no queue reached its own cap")
+            // Sampled on the housekeeping tick: never far above the budget (one frame over it at most, then shed).
+            #expect(maxQueued <= 1_048_576 + 16_384, "queued \(maxQueued) bytes in all")
+            var closed4009 = 0
+            for (_, ws) in slow {
+                let deadline = ContinuousClock.now + .seconds(10)
+                while ContinuousClock.now < deadline {
+                    do {
+                        if case .close(let c, _) = try ws.receive(timeout: .seconds(2)) {
+                            if c == 4009 { closed4009 += 1 }
+                            break
+                        }
+                    } catch { break }
+                }
+            }
+            #expect(closed4009 >= 1 && Double(closed4009) == budgetCloses, "\(closed4009) closed 4009, \(budgetCloses) by the budget")
         }
     }
 
@@ -292,8 +356,8 @@ enum Shell {
     }
 }
 
-/// A file layer that behaves like POSIX until told to fail fdatasync (every one, or the next few) or ftruncate with
-/// EIO (reliability.md T7 at the gateway level).
+/// A file layer that behaves like POSIX until told to fail fdatasync (every one, or the next few), ftruncate or pread
+/// with EIO (reliability.md T7 at the gateway level).
 final class FlakySyncIO: FileIO, @unchecked Sendable {
     // @unchecked Sendable: the switches are Atomics; the rest is the stateless POSIX layer.
     let posix = PosixFileIO()
@@ -301,9 +365,14 @@ final class FlakySyncIO: FileIO, @unchecked Sendable {
     /// Fail this many of the next fdatasyncs (then work again).
     let failNextSyncs = Atomic<Int>(0)
     let failTruncate = Atomic<Bool>(false)
+    /// Fail every pread (transcript reads: replay, history) with EIO.
+    let failRead = Atomic<Bool>(false)
     func open(_ path: String, flags: Int32, mode: UInt32) throws(FileIOError) -> Int32 { try posix.open(path, flags: flags, mode: mode) }
     func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, offset: Int64) throws(FileIOError) -> Int { try posix.pwrite(fd, bytes, offset: offset) }
-    func pread(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, offset: Int64) throws(FileIOError) -> Int { try posix.pread(fd, buffer, offset: offset) }
+    func pread(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, offset: Int64) throws(FileIOError) -> Int {
+        if failRead.load(ordering: .relaxed) { throw FileIOError(errno: EIO) }
+        return try posix.pread(fd, buffer, offset: offset)
+    }
     func fdatasync(_ fd: Int32) throws(FileIOError) {
         if failSync.load(ordering: .relaxed) { throw FileIOError(errno: EIO) }
         if failNextSyncs.load(ordering: .relaxed) > 0 {

@@ -9,6 +9,12 @@ import TranscriptLog
 /// The pure rules of the Sessions/ and Transport/ layers, without sockets: the join cursor and the outbound queue.
 @Suite("Session rules")
 struct SessionRulesTests {
+    @Test("log lines use the terminal escaper: bidi and zero-width characters too, bounded")
+    func logSafeIsTheOneEscaper() {
+        #expect(LogSafe.escape("sub\u{202e}\u{200b}\u{1b}[31m") == #"sub\u{202e}\u{200b}\x1b[31m"#)
+        #expect(LogSafe.escape(String(repeating: "a", count: 300)).count == 200)
+    }
+
     @Test("join without since starts live at head + 1")
     func joinLive() {
         let c = JoinCursor(since: nil, epoch: nil, head: 7, firstHeld: 1, storeEpoch: "e1")

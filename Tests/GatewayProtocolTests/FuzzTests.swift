@@ -131,6 +131,16 @@ struct FuzzTests {
             #expect(Array(buffer[data.range]) == p.data)
         case .join(let j):
             #expect(FieldRules.isValidSessionID(j.session))
+            if let last = j.last {
+                #expect((1...10_000).contains(last))
+                #expect(j.since == nil)
+            }
+        case .history(let h):
+            #expect(FieldRules.isValidSessionID(h.session))
+            #expect(ClientFrame.History.limitRange.contains(h.limit))
+            if let id = h.id { #expect(FieldRules.isValidPublisherID(id)) }
+        case .refresh(let r):
+            #expect(!r.token.isEmpty)
         case .leave(let l):
             #expect(FieldRules.isValidSessionID(l.session))
         case .ping(let p):

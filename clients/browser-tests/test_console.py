@@ -222,3 +222,126 @@ def test_console_renders_a_live_session(tls_gateway: GatewayProcess, browser: An
     finally:
         agent.release.set()
         agent.thread.join(20)
+
+
+class PresentAgent:
+    """An agent that publishes `count` chat messages (and optionally opens a token stream), then stays joined
+    (so it is in the session's presence) until `release` is set."""
+
+    def __init__(self, gw: GatewayProcess, cafile: str, session: str, count: int, stream_text: Optional[List[str]] = None) -> None:
+        self.gw = gw
+        self.ctx = ssl.create_default_context(cafile=cafile)
+        self.session = session
+        self.count = count
+        self.stream_text = stream_text
+        self.ready = threading.Event()
+        self.release = threading.Event()
+        self.more = threading.Event()
+        self.finished = threading.Event()
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._thread, daemon=True)
+
+    def _thread(self) -> None:
+        try:
+            asyncio.run(asyncio.wait_for(self._main(), 90))
+        except BaseException as e:  # noqa: BLE001
+            self.error = e
+        finally:
+            self.finished.set()
+            self.ready.set()
+
+    async def _main(self) -> None:
+        async with GatewayClient(self.gw.url, self.gw.token("helper-bot", "agent", ["*"]), ssl=self.ctx) as gw:
+            for i in range(1, self.count + 1):
+                await gw.send_message(self.session, f"message {i}")
+            sub = await gw.join(self.session)
+            if self.stream_text:
+                async with gw.stream(self.session, stream="live-1", interval=0) as s:
+                    for t in self.stream_text:
+                        await s.append(t)
+                    self.ready.set()
+                    while not self.more.is_set():
+                        await asyncio.sleep(0.05)
+                    await s.append(" and more")
+                    while not self.release.is_set():
+                        await asyncio.sleep(0.05)
+            else:
+                self.ready.set()
+                while not self.release.is_set():
+                    await asyncio.sleep(0.05)
+            sub.close()
+
+
+def _open_console(browser: Any, gw: GatewayProcess, session: str, query: str = "") -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"https://127.0.0.1:{gw.port}/console/?session={session}{query}")
+    browser.find_element(By.ID, "token").send_keys(gw.token("alice", "user", [session]))
+    browser.find_element(By.ID, "connect").click()
+    _wait(browser, "return document.getElementById('status').dataset.state === 'open'", what="status open")
+
+
+def test_console_presence_and_load_older(tls_gateway: GatewayProcess, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    session = "proj-paging"
+    assert tls_gateway.tls_dir
+    agent = PresentAgent(tls_gateway, os.path.join(tls_gateway.tls_dir, "cert.pem"), session, 25)
+    agent.thread.start()
+    try:
+        assert agent.ready.wait(20) and agent.error is None, repr(agent.error)
+        _open_console(browser, tls_gateway, session, "&page=10")
+        # The last page only, then the people in the session (the agent and this page).
+        _wait(browser, "return document.querySelectorAll('.msg').length === 10", what="last page")
+        texts = _texts(browser, ".msg .bubble")
+        assert texts == [f"message {i}" for i in range(16, 26)], texts
+        _wait(browser, "return [...document.querySelectorAll('#presence li')].map(l => l.dataset.sub).join(',') === 'alice,helper-bot'",
+              what="presence list")
+        assert browser.find_element(By.ID, "load-older").is_displayed()
+
+        browser.find_element(By.ID, "load-older").click()
+        _wait(browser, "return document.querySelectorAll('.msg').length === 20", what="second page")
+        assert _texts(browser, ".msg .bubble") == [f"message {i}" for i in range(6, 26)]
+        browser.find_element(By.ID, "load-older").click()
+        _wait(browser, "return document.querySelectorAll('.msg').length === 25", what="third page")
+        assert _texts(browser, ".msg .bubble") == [f"message {i}" for i in range(1, 26)]
+        _wait(browser, "return document.getElementById('load-older').hidden", what="no more pages")
+        assert browser.find_element(By.CSS_SELECTOR, ".notice.start").text == "Start of the session."
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "console-presence.png"))
+
+        # The agent leaves: the list follows.
+        agent.release.set()
+        assert agent.finished.wait(15) and agent.error is None, repr(agent.error)
+        _wait(browser, "return [...document.querySelectorAll('#presence li')].map(l => l.dataset.sub).join(',') === 'alice'",
+              what="agent left")
+        errors = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not errors, errors
+    finally:
+        agent.release.set()
+        agent.thread.join(20)
+
+
+@pytest.mark.skipif(os.environ.get("GATEWAY_HAS_STREAMS") != "1", reason="the gateway build has no token streams (set GATEWAY_HAS_STREAMS=1)")
+def test_console_shows_an_answer_streaming_when_the_page_loads(tls_gateway: GatewayProcess, browser: Any) -> None:
+    session = "proj-snapshot"
+    assert tls_gateway.tls_dir
+    agent = PresentAgent(tls_gateway, os.path.join(tls_gateway.tls_dir, "cert.pem"), session, 1, ["Half ", "an ", "answer"])
+    agent.thread.start()
+    try:
+        assert agent.ready.wait(20) and agent.error is None, repr(agent.error)
+        time.sleep(0.3)
+        _open_console(browser, tls_gateway, session)
+        _wait(browser, "return document.querySelector('.msg.agent.streaming .bubble')?.textContent === 'Half an answer'",
+              what="snapshot shown")
+        agent.more.set()
+        _wait(browser, "return document.querySelector('.msg.agent.streaming .bubble')?.textContent === 'Half an answer and more'",
+              what="delta appended")
+        agent.release.set()
+        assert agent.finished.wait(15) and agent.error is None, repr(agent.error)
+        _wait(browser, "return !document.querySelector('.msg.streaming')", what="final message")
+        assert _texts(browser, ".msg.agent .bubble") == ["message 1", "Half an answer and more"]
+    finally:
+        agent.more.set()
+        agent.release.set()
+        agent.thread.join(20)

@@ -192,6 +192,7 @@ describe('token expiry', { timeout: 60_000 }, () => {
     let calls = 0;
     const user = connect({
       WebSocket, url: gw.url, ...fast,
+      refresh: false, // the v1 path: no in-band refresh, the gateway closes 4001 at exp
       getToken: async () => { calls++; return gw.token({ sub: 'u-exp', role: 'user', sessions: [session], ttl: 2 }); },
     });
     const closes = [];

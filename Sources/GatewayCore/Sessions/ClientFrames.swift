@@ -43,6 +43,8 @@ extension GatewayServer {
                 case .leave(let l): leave(conn, l)
                 case .publish(let p): publish(conn, p)
                 case .ping(let p): io.send(conn, Wire.pong(id: p.id), control: true)
+                case .refresh(let r): refresh(conn, r)
+                case .history(let h): history(conn, h)
                 }
             }
         }
@@ -101,7 +103,8 @@ extension GatewayServer {
                     "connection.id": "\(id)", "sub": "\(LogSafe.escape(principal.sub))",
                     "role": "\(principal.role.rawValue)", "tls": "\(conn.listenerTLS)",
                 ])
-            io.send(conn, Wire.welcome(conn: id.description, sub: principal.sub, role: principal.role.rawValue), control: true)
+            io.send(conn, Wire.welcome(
+                    conn: id.description, sub: principal.sub, role: principal.role.rawValue, exp: principal.expiresAt), control: true)
         }
     }
 
@@ -141,14 +144,19 @@ extension GatewayServer {
     /// Answers a join from the session's acked head and the store's summary (first held seq, last event time).
     func completeJoin(_ conn: Connection, _ j: ClientFrame.Join, summary: StoreSummary?) {
         let head = table.ackedHead(j.session)
-        let cursor = JoinCursor(
-            since: j.since, epoch: j.epoch, head: head, firstHeld: summary?.firstHeld ?? (head + 1), storeEpoch: store.epoch)
+        let firstHeld = summary?.firstHeld ?? (head + 1)
+        let cursor =
+            j.last.map { JoinCursor(last: $0, head: head, firstHeld: firstHeld) }
+            ?? JoinCursor(since: j.since, epoch: j.epoch, head: head, firstHeld: firstHeld, storeEpoch: store.epoch)
         _ = table.subscribe(
-            conn, session: j.session, nextSeq: cursor.nextSeq, catchingUp: cursor.catchingUp,
+            conn, session: j.session, nextSeq: cursor.nextSeq, catchingUp: cursor.catchingUp, presence: j.presence,
             lastEventMs: summary?.lastTimestampMs ?? 0)
+        let presence = j.presence ? table.live[j.session]?.presenceList(viewerIsOperator: conn.principal?.role == .operator) : nil
         io.send(
             conn,
-            Wire.joined(session: j.session, head: head, epoch: store.epoch, trimmedFirst: cursor.trimmedFirst, reset: cursor.reset),
+            Wire.joined(
+                session: j.session, head: head, epoch: store.epoch, trimmedFirst: cursor.trimmedFirst, reset: cursor.reset,
+                presence: presence ?? (j.presence ? [] : nil)),
             control: true)
         if cursor.catchingUp { replay.pump(conn) }
     }

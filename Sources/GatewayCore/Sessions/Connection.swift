@@ -40,8 +40,20 @@ final class Connection {
     /// Joins waiting for the store (cluster mode); they count against `limits.max_sessions_per_connection`.
     var pendingJoins = 0
 
-    /// Frames waiting for WRITEABLE; bounded against the configured cap by ``ConnectionIO``.
-    var outbound = OutboundQueue()
+    /// Frames waiting for WRITEABLE; bounded against the configured cap by ``ConnectionIO``. Every change of its
+    /// bytes is carried to the server-wide ``ledger`` (`limits.total_outbound_bytes`); `didSet` reads no `oldValue`,
+    /// so the queue is still mutated in place.
+    var outbound = OutboundQueue() {
+        didSet {
+            let now = outbound.bytes
+            ledger.total += now - ledgerBytes
+            ledgerBytes = now
+        }
+    }
+    /// What this connection's queue last added to the ledger.
+    private var ledgerBytes = 0
+    /// Bytes queued to every connection (service thread).
+    let ledger: OutboundLedger
     var writeRequested = false
     /// Waiting on the write pacer's list (its WRITEABLE is requested once its flush interval has passed).
     var paced = false
@@ -66,7 +78,8 @@ final class Connection {
     var strikes = 0
     var countedForSub = false
 
-    init(id: ConnectionID, wsi: OpaquePointer, listenerTLS: Bool, echo: Bool, nowNs: UInt64) {
+    init(id: ConnectionID, wsi: OpaquePointer, listenerTLS: Bool, echo: Bool, nowNs: UInt64, ledger: OutboundLedger) {
+        self.ledger = ledger
         self.id = id
         self.wsi = wsi
         self.listenerTLS = listenerTLS
@@ -84,6 +97,11 @@ final class Connection {
     func dropQueue() {
         outbound.removeAll()
     }
+}
+
+/// The bytes queued to every connection together, for `limits.total_outbound_bytes`. Service thread only.
+final class OutboundLedger {
+    var total = 0
 }
 
 /// A token bucket (rate per second, burst), refilled lazily from a monotonic clock.

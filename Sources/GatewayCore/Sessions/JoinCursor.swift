@@ -36,4 +36,12 @@ struct JoinCursor: Equatable {
         }
         self.init(nextSeq: next, trimmedFirst: trimmedFirst, reset: reset, catchingUp: next <= head)
     }
+
+    /// The cursor for a `join` with `last` (v1.1 §4): the last `last` durable events up to the acked `head`, from
+    /// `firstHeld` if fewer are held; never `trimmed` or `reset`.
+    init(last: Int, head: UInt64, firstHeld: UInt64) {
+        let wanted = head >= UInt64(last) ? head - UInt64(last) + 1 : 1
+        let next = max(wanted, min(firstHeld, head + 1))
+        self.init(nextSeq: next, trimmedFirst: nil, reset: false, catchingUp: next <= head)
+    }
 }

@@ -14,6 +14,10 @@ final class ReplayPump {
     private let lowWater: Int
     /// Replayed deliveries since the last ``takeCount()``.
     private var delivered = 0
+    /// Reads of one chunk tried before a subscription is ended with `reset`.
+    static let readAttempts = 3
+    /// Ends a subscription that cannot continue without a gap (`left` with reason `reset`, protocol v1.1 §5).
+    var onReset: (Connection, String) -> Void = { _, _ in }
 
     init(store: any EventStore, table: SessionTable, io: ConnectionIO, chunkEvents: Int, outboundCap: Int, logger: Logger) {
         self.store = store
@@ -35,15 +39,33 @@ final class ReplayPump {
                 conn.catchingUpCount -= 1
                 continue
             }
-            let events: [StoredEvent]
-            do {
-                events = try store.read(
-                    session: session, after: sub.nextSeq - 1, limit: chunkEvents, maxBytes: max(64 * 1024, lowWater / 2))
-            } catch {
-                logger.error("replay read failed", metadata: ["connection.id": "\(conn.id)", "error": "\(error)"])
-                io.sendError(conn, .unavailable, "transcript read failed: \(error.code)", ref: nil, session: session)
-                sub.catchingUp = false
-                conn.catchingUpCount -= 1
+            // A failing read is retried a bounded number of times; then the subscription cannot continue without a
+            // gap and ends with `left` `reset` (the client re-joins with since and epoch).
+            var events: [StoredEvent] = []
+            var failure: StoreError?
+            for _ in 0..<Self.readAttempts {
+                do {
+                    events = try store.read(
+                        session: session, after: sub.nextSeq - 1, limit: chunkEvents, maxBytes: max(64 * 1024, lowWater / 2))
+                    failure = nil
+                    break
+                } catch {
+                    failure = error
+                }
+            }
+            if let failure {
+                logger.error(
+                    "replay read failed; ending the subscription with reset",
+                    metadata: ["connection.id": "\(conn.id)", "error": "\(failure)", "attempts": "\(Self.readAttempts)"])
+                onReset(conn, session)
+                continue
+            }
+            // Retention removed events this subscriber had not read yet: say so instead of jumping over them.
+            if let firstRead = events.first?.seq, firstRead > sub.nextSeq {
+                logger.info(
+                    "replay found a gap (retention); ending the subscription with reset",
+                    metadata: ["connection.id": "\(conn.id)", "next": "\(sub.nextSeq)", "first": "\(firstRead)"])
+                onReset(conn, session)
                 continue
             }
             for event in events where event.seq >= sub.nextSeq && event.seq <= ackedHead {

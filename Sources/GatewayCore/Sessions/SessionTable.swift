@@ -1,13 +1,33 @@
+import GatewayAuth
+import GatewayProtocol
 import Prometheus
 import TranscriptLog
+
+/// A subject as presence counts it (v1.1 §2): a `sub` with its `role`.
+struct PresenceKey: Hashable {
+    var sub: String
+    var role: String
+}
 
 /// A session as the service thread sees it: who is subscribed. Heads and history live in the store.
 final class LiveSession {
     let id: String
     /// Members by connection; the values are the same objects as in each `Connection.subscriptions`.
     var subscribers: [ConnectionID: Subscription] = [:]
+    /// Joined connections per subject (this node's), for presence.
+    var subjects: [PresenceKey: Int] = [:]
+    /// Subscriptions that asked for presence: presence frames are only built when it is not zero.
+    var presenceWatchers = 0
     var lastEventMs: Int64 = 0
     init(id: String) { self.id = id }
+
+    /// The presence list as `viewerIsOperator` may see it: operators are listed to operators only. Sorted by sub,
+    /// then role, so the list is stable.
+    func presenceList(viewerIsOperator: Bool) -> [PresenceEntry] {
+        subjects.compactMap { key, conns in
+            viewerIsOperator || key.role != "operator" ? PresenceEntry(sub: key.sub, role: key.role, conns: conns) : nil
+        }.sorted { ($0.sub, $0.role) < ($1.sub, $1.role) }
+    }
 }
 
 /// Session membership and the acked heads: which connections are subscribed to which session, and up to
@@ -23,6 +43,9 @@ final class SessionTable {
     private let metrics: GatewayMetrics
     /// Called when a session's last local member left (the store may stop following it).
     var onIdle: (String) -> Void = { _ in }
+    /// Called when a subject's first connection joined a session (`joined` true; the connection that joined is
+    /// passed, it gets no frame for its own join) or its last one left it (v1.1 §2).
+    var onPresence: (LiveSession, PresenceKey, _ joined: Bool, ConnectionID) -> Void = { _, _, _, _ in }
 
     init(seedHeads: [StoreSummary], metrics: GatewayMetrics) {
         self.metrics = metrics
@@ -49,11 +72,20 @@ final class SessionTable {
     /// Subscribes `conn` to `session` from the cursor `nextSeq`; a re-join restarts the existing subscription.
     /// `lastEventMs` seeds a session that had no subscriber. Returns the subscription.
     func subscribe(
-        _ conn: Connection, session: String, nextSeq: UInt64, catchingUp: Bool, lastEventMs: @autoclosure () -> Int64
+        _ conn: Connection, session: String, nextSeq: UInt64, catchingUp: Bool, presence: Bool,
+        lastEventMs: @autoclosure () -> Int64
     ) -> Subscription {
+        let members = live[session] ?? {
+            let s = LiveSession(id: session)
+            s.lastEventMs = lastEventMs()
+            live[session] = s
+            return s
+        }()
         let subscription: Subscription
+        var isNew = false
         if let old = conn.subscriptions[session] {
             if old.catchingUp { conn.catchingUpCount -= 1 }
+            if old.presence { members.presenceWatchers -= 1 }
             old.nextSeq = nextSeq
             old.catchingUp = catchingUp
             subscription = old
@@ -61,16 +93,19 @@ final class SessionTable {
             subscription = Subscription(session: session, connection: conn, nextSeq: nextSeq, catchingUp: catchingUp)
             conn.subscriptions[session] = subscription
             metrics.joinedSubscriptions.increment()
+            isNew = true
         }
+        subscription.presence = presence
+        if presence { members.presenceWatchers += 1 }
         if catchingUp { conn.catchingUpCount += 1 }
-        let members = live[session] ?? {
-            let s = LiveSession(id: session)
-            s.lastEventMs = lastEventMs()
-            live[session] = s
-            return s
-        }()
         members.subscribers[conn.id] = subscription
         metrics.liveSessions.set(Double(live.count))
+        if isNew, let p = conn.principal {
+            let key = PresenceKey(sub: p.sub, role: p.role.rawValue)
+            let count = (members.subjects[key] ?? 0) + 1
+            members.subjects[key] = count
+            if count == 1 { onPresence(members, key, true, conn.id) }
+        }
         return subscription
     }
 
@@ -92,7 +127,13 @@ final class SessionTable {
 
     private func removeMember(_ conn: Connection, session: String) {
         guard let members = live[session] else { return }
-        members.subscribers.removeValue(forKey: conn.id)
+        if let sub = members.subscribers.removeValue(forKey: conn.id), sub.presence { members.presenceWatchers -= 1 }
+        if let p = conn.principal {
+            let key = PresenceKey(sub: p.sub, role: p.role.rawValue)
+            let count = (members.subjects[key] ?? 1) - 1
+            members.subjects[key] = count > 0 ? count : nil
+            if count <= 0 { onPresence(members, key, false, conn.id) }
+        }
         if members.subscribers.isEmpty {
             live.removeValue(forKey: session)
             onIdle(session)

@@ -12,6 +12,8 @@ final class Subscription {
     unowned let connection: Connection
     var nextSeq: UInt64
     var catchingUp: Bool
+    /// Whether this subscription receives presence frames (`join` with `"presence": true`, v1.1 §2).
+    var presence = false
 
     init(session: String, connection: Connection, nextSeq: UInt64, catchingUp: Bool) {
         self.session = session

@@ -173,7 +173,8 @@ extension GatewayServer {
         let id = ConnectionID(raw: nextConnection)
         let isEcho = config.diagEcho && path(wsi) == "/v1/echo"
         let conn = Connection(
-            id: id, wsi: wsi, listenerTLS: listener(of: wsi)?.tls != nil, echo: isEcho, nowNs: MonotonicClock.nowNs())
+            id: id, wsi: wsi, listenerTLS: listener(of: wsi)?.tls != nil, echo: isEcho, nowNs: MonotonicClock.nowNs(),
+            ledger: io.ledger)
         if isEcho {
             conn.phase = .active
         } else if let auth = header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, max: config.auth.maxTokenBytes + 17) {

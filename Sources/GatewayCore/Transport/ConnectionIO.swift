@@ -23,11 +23,18 @@ final class ConnectionIO {
     private var writes = 0
     private var framesWritten = 0
 
+    /// Bytes queued to every connection together, and their budget (`limits.total_outbound_bytes`; 0 = none).
+    let ledger = OutboundLedger()
+    private let totalCap: Int
+    /// Called when a queued frame put the total over its budget: the server closes the largest queues.
+    var onOverBudget: () -> Void = {}
+
     /// Close codes after which nothing queued is worth sending.
     static let urgentCloses: Set<UInt16> = [1003, 1009, 4000, 4001, 4008, 4009]
 
-    init(outboundCap: Int, pacingMaxNs: UInt64 = 0, metrics: GatewayMetrics, logger: Logger) {
+    init(outboundCap: Int, totalCap: Int = 0, pacingMaxNs: UInt64 = 0, metrics: GatewayMetrics, logger: Logger) {
         self.outboundCap = outboundCap
+        self.totalCap = totalCap
         pacer = WritePacer(maxIntervalNs: pacingMaxNs)
         self.metrics = metrics
         self.logger = logger
@@ -68,6 +75,7 @@ final class ConnectionIO {
         }
         conn.enqueue(OutboundFrame(payload: payload, ephemeral: ephemeral, opcode: opcode))
         requestWrite(conn)
+        if totalCap > 0 && ledger.total > totalCap { onOverBudget() }
         return true
     }
 
@@ -91,6 +99,9 @@ final class ConnectionIO {
             lws_callback_on_writable(conn.wsi)
         }
     }
+
+    /// Whether the queues together are over `limits.total_outbound_bytes`.
+    var isOverBudget: Bool { totalCap > 0 && ledger.total > totalCap }
 
     /// Socket writes and frames written since the last call (flushed to metrics on the housekeeping tick).
     func takeWriteCounts() -> (writes: Int, frames: Int) {

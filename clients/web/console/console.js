@@ -1,4 +1,6 @@
 // Session console: paste a token and a session id, watch the session live, send chat messages.
+// Protocol v1.1: who is in the session (presence), an answer streaming when the page loads (the gateway's
+// snapshot), and the transcript's last page first with "load older" paging through `history`.
 // Uses only the gateway's own client library (served next to this page); no external resources.
 import { State, connect } from '../client/v1/gateway-client.js';
 
@@ -10,12 +12,15 @@ const els = {
   transcript: $('transcript'), empty: $('empty'),
   composer: $('composer'), message: $('message'), send: $('send'),
   bar: $('progress-bar'), fill: $('progress-fill'), caption: $('progress-caption'), steps: $('steps'), log: $('log'),
+  presence: $('presence'), loadOlder: $('load-older'),
 };
 
 const defaultUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/ws`;
 const params = new URLSearchParams(location.search);
 els.url.value = params.get('url') || defaultUrl;
 els.session.value = params.get('session') || '';
+/** Events per page: the join replays the last PAGE events, "load older" fetches PAGE more (`?page=`, 1-500). */
+const PAGE = Math.min(500, Math.max(1, Number.parseInt(params.get('page') || '', 10) || 50));
 
 let client = null;
 let subscription = null;
@@ -24,6 +29,11 @@ let session = '';
 let bubbles = new Map();
 let streams = new Map();
 let progress = { steps: new Map(), step: 0, of: 0, status: '' };
+/** The smallest durable seq shown (the `before` of the next history page); null before the first event. */
+let oldestSeq = null;
+let loadingOlder = false;
+/** History paged back to `first`: no "load older" any more. */
+let reachedStart = false;
 
 const STATUS_TEXT = {
   [State.CONNECTING]: 'connecting…', [State.OPEN]: 'live', [State.RESUMING]: 'reconnecting…', [State.CLOSED]: 'disconnected',
@@ -75,7 +85,7 @@ function textOf(data) {
 }
 
 /** A chat bubble element: {root, meta, body}. */
-function makeBubble(role, who, when) {
+function makeBubble(role, who, when, before = null) {
   els.empty.hidden = true;
   const root = document.createElement('div');
   root.className = `msg ${role === 'user' ? 'user' : role}`;
@@ -85,7 +95,8 @@ function makeBubble(role, who, when) {
   const body = document.createElement('div');
   body.className = 'bubble';
   root.append(meta, body);
-  els.transcript.append(root);
+  if (before) els.transcript.insertBefore(root, before);
+  else els.transcript.append(root);
   return { root, meta, body };
 }
 
@@ -110,10 +121,110 @@ function onChatMessage(ev) {
   if (b) b.root.classList.remove('streaming');
   else b = makeBubble(ev.from?.role, ev.from?.sub, time(ev.ts));
   b.body.textContent = textOf(ev.data);
-  b.meta.textContent = `${ev.from?.sub} · ${time(ev.ts)}${ev.seq ? ` · #${ev.seq}` : ''}`;
+  const status = ev.data && typeof ev.data.status === 'string' ? ev.data.status : '';
+  if (status) b.root.classList.add(status);
+  b.meta.textContent = `${ev.from?.sub} · ${time(ev.ts)}${ev.seq ? ` · #${ev.seq}` : ''}${status ? ` · ${status}` : ''}`;
   b.root.dataset.seq = ev.seq ?? '';
   bubbles.set(key, b);
   scrollDown();
+}
+
+/** An assembled token stream from the client (snapshot + deltas); the final chat.message replaces it. */
+function onStream(s) {
+  if (s.done) return; // the durable message itself is rendered by onChatMessage
+  const key = `${s.from?.sub}|${s.stream}`;
+  let b = streams.get(key);
+  if (!b) {
+    b = makeBubble(s.from?.role, s.from?.sub, time());
+    b.root.classList.add('streaming');
+    streams.set(key, b);
+  }
+  b.body.textContent = s.text;
+  scrollDown();
+}
+
+function renderPresence(list) {
+  els.presence.replaceChildren();
+  if (!list || !list.length) {
+    const li = document.createElement('li');
+    li.className = 'none';
+    li.textContent = 'Nobody.';
+    els.presence.append(li);
+    return;
+  }
+  for (const p of list) {
+    const li = document.createElement('li');
+    li.dataset.sub = p.sub;
+    li.dataset.role = p.role;
+    const name = document.createElement('span');
+    name.className = 'sub';
+    name.textContent = p.sub;
+    const role = document.createElement('span');
+    role.className = 'role';
+    role.textContent = p.role + (p.conns > 1 ? ` · ${p.conns} tabs` : '');
+    li.append(name, role);
+    els.presence.append(li);
+  }
+}
+
+function noteSeq(seq) {
+  if (typeof seq !== 'number') return;
+  if (oldestSeq === null || seq < oldestSeq) {
+    oldestSeq = seq;
+    if (!reachedStart && !loadingOlder) setLoadOlder(oldestSeq > 1);
+  }
+}
+
+function setLoadOlder(visible) {
+  els.loadOlder.hidden = !visible;
+  els.loadOlder.disabled = false;
+}
+
+/** One page of history (`before` = the oldest seq shown), inserted above what is shown; scroll kept in place. */
+async function loadOlder() {
+  if (!client || loadingOlder || oldestSeq === null) return;
+  const c = client;
+  loadingOlder = true;
+  els.loadOlder.disabled = true;
+  try {
+    const page = await c.history({ session, before: oldestSeq, limit: PAGE });
+    if (client !== c) return;
+    const anchor = els.loadOlder.nextElementSibling;
+    const height = els.transcript.scrollHeight;
+    for (const ev of page.events) {
+      noteSeq(ev.seq);
+      if (ev.kind !== 'chat.message') continue;
+      const key = `${ev.from?.sub}|${ev.id}`;
+      if (bubbles.has(key)) continue;
+      const b = makeBubble(ev.from?.role, ev.from?.sub, time(ev.ts), anchor);
+      b.body.textContent = textOf(ev.data);
+      const status = ev.data && typeof ev.data.status === 'string' ? ev.data.status : '';
+      if (status) b.root.classList.add(status);
+      b.meta.textContent = `${ev.from?.sub} · ${time(ev.ts)} · #${ev.seq}${status ? ` · ${status}` : ''}`;
+      b.root.dataset.seq = ev.seq;
+      bubbles.set(key, b);
+    }
+    els.transcript.scrollTop += els.transcript.scrollHeight - height;
+    const atStart = !page.events.length || oldestSeq <= page.first;
+    logLine(`loaded ${page.events.length} older events${atStart ? ' (start of the session)' : ''}`);
+    if (atStart) {
+      reachedStart = true;
+      setLoadOlder(false);
+      const p = document.createElement('p');
+      p.className = 'notice start';
+      p.textContent = page.first > 1 ? `Start of the kept transcript (#${page.first}).` : 'Start of the session.';
+      els.loadOlder.after(p);
+    } else {
+      setLoadOlder(true);
+    }
+  } catch (e) {
+    if (client === c) {
+      logLine(`history failed: ${e.code || ''} ${e.message}`);
+      setLoadOlder(true);
+    }
+  } finally {
+    loadingOlder = false;
+  }
 }
 
 function onChatDelta(ev) {
@@ -168,14 +279,20 @@ function onProgress(ev) {
 }
 
 function onEvent(ev) {
+  noteSeq(ev.seq);
+  const streamed = ev.kind.endsWith('.delta') && ev.data && typeof ev.data === 'object' && typeof ev.data.stream === 'string';
   if (ev.kind === 'chat.message') onChatMessage(ev);
+  else if (streamed) return; // assembled by the client: onStream
   else if (ev.kind === 'chat.delta') onChatDelta(ev);
   else if (ev.kind === 'progress' || ev.kind.startsWith('progress.')) onProgress(ev);
   else logLine(`${ev.from?.sub}: ${ev.kind}${ev.seq ? ` #${ev.seq}` : ''}`, JSON.stringify(ev.data).slice(0, 160));
 }
 
 function clearView() {
-  for (const el of [...els.transcript.children]) if (el !== els.empty) el.remove();
+  for (const el of [...els.transcript.children]) if (el !== els.empty && el !== els.loadOlder) el.remove();
+  oldestSeq = null;
+  reachedStart = false;
+  setLoadOlder(false);
   els.empty.hidden = false;
   els.empty.textContent = 'Loading the session…';
   bubbles = new Map();
@@ -201,6 +318,13 @@ async function start(url, token, sessionId) {
     logLine(`connection closed ${info.code || ''} ${info.reason || ''}`.trim() + (info.willReconnect ? `; retrying in ${info.delayMs} ms` : ''));
   });
   c.on('reset', () => { clearView(); notice('The transcript was reset by the gateway; reloading it.', 'warn'); });
+  c.on('stream', (s) => { if (client === c && s.session === session) onStream(s); });
+  c.on('refresh_failed', ({ attempt, willRetry }) => logLine(`token refresh refused (attempt ${attempt})${willRetry ? '; retrying' : ''}`));
+  c.on('left', ({ session: s, reason }) => {
+    if (client !== c || s !== session) return;
+    if (reason === 'forbidden') notice('The token no longer allows this session.', 'bad');
+    else logLine(`the gateway ended the subscription (${reason}); re-joining`);
+  });
   c.on('trimmed', ({ first }) => notice(`Older events were removed by retention; showing from #${first}.`, 'warn'));
   c.on('rate_limited', () => notice('Slow down: the gateway rate-limited a message.', 'warn'));
   c.on('error', (e) => {
@@ -214,9 +338,10 @@ async function start(url, token, sessionId) {
   });
   setStatus(State.CONNECTING);
   try {
-    // since 0: the whole transcript first, then live events.
-    subscription = await c.join(sessionId, { since: 0, onEvent });
+    // The last page of the transcript first (older pages on demand), then live events; who is here.
+    subscription = await c.join(sessionId, { last: PAGE, presence: true, onEvent, onPresence: ({ presence }) => renderPresence(presence) });
     logLine(`joined ${sessionId} at #${subscription.head}`);
+    renderPresence(subscription.presence);
     if (!els.empty.hidden) {
       els.empty.textContent = subscription.head === 0 ? `Session ${sessionId} has no events yet.` : 'No chat messages yet.';
     }
@@ -233,6 +358,7 @@ function stop() {
   subscription = null;
   c.close();
   setStatus(State.CLOSED);
+  renderPresence([]);
   els.connect.hidden = false;
   els.disconnect.hidden = true;
 }
@@ -266,6 +392,7 @@ els.form.addEventListener('submit', (e) => {
   start(els.url.value.trim(), els.token.value.trim(), els.session.value.trim());
 });
 els.disconnect.addEventListener('click', () => { stop(); notice('Disconnected.'); });
+els.loadOlder.addEventListener('click', () => { loadOlder(); });
 els.composer.addEventListener('submit', (e) => { e.preventDefault(); send(); });
 els.message.addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); send(); }

@@ -72,6 +72,8 @@ struct Options: Sendable {
     var peerName = ""
     var fsyncNote = ""
     var secretEnv = "GATEWAY_AUTH_HS256_SECRET"
+    /// Count the server's socket-write syscalls over the window with `perf stat` (`auto`: when perf is installed).
+    var syscalls = "auto"
     /// wss: the fraction of connections (spread evenly over the global numbering) that use TLS; 0 = plain ws.
     var tlsFraction = 0.0
     /// wss: the port of the TLS listener when it is not `port` (a mix needs both: the gateway's listeners are either
@@ -145,6 +147,9 @@ extension Options {
         case "room-prefix": roomPrefix = v
         case "secret": secret = v
         case "secret-env": secretEnv = v
+        case "syscalls":
+            guard ["auto", "perf", "off"].contains(v) else { throw OptionsError.bad("--syscalls: auto, perf or off") }
+            syscalls = v
         case "server-pid": serverPID = Int32(try int())
         case "extra-pids":
             extraPIDs = try v.split(separator: ",").map {
@@ -240,6 +245,8 @@ let usageText = """
       --secret S                 HS256 secret for the gateway (default: $GATEWAY_AUTH_HS256_SECRET)
       --server-pid PID           sample the server's RSS and CPU from /proc/PID
       --extra-pids P1,P2         add these processes' CPU to the server's (more cluster nodes, Redis)
+      --syscalls auto|perf|off   count the server's socket writes over the window with `perf stat` (auto: if
+                                 /usr/bin/perf exists) and report sends/s and frames per send
       --ports P1,P2              cluster: connection i goes to P[i % n] (subscribers and publishers spread over nodes)
       --subs S --rooms R --pubs P --rate MSG/S/PUB --size BYTES
       --warmup S --duration S --drain S --procs N --inflight N --connect-timeout S

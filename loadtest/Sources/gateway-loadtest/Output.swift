@@ -22,6 +22,12 @@ extension RunResult {
     var cpuPerDeliveryUs: Double {
         serverCPU >= 0 && c("rx_meas") > 0 ? serverCPU * 1e6 * (o.duration / windowSeconds) / Double(c("rx_meas")) : -1
     }
+    /// Frames the server wrote in the window (deliveries, and the gateway's acks) per socket-write syscall; -1 if
+    /// not counted.
+    var framesPerSend: Double {
+        let framesOut = Double(c("rx_meas") + (o.target == .gateway ? c("acks_meas") : 0)) * (windowSeconds / o.duration)
+        return serverSends > 0 ? framesOut / Double(serverSends) : -1
+    }
     var rssPerConnKiB: Double {
         rss0 > 0 && rssConn > 0 && c("connected") > 0 ? Double(rssConn - rss0) / Double(c("connected")) : -1
     }
@@ -89,6 +95,11 @@ extension RunResult {
         add("server_cpu_s", num(serverCPU, 3))
         add("server_cpu_pct", num(serverCPUPct))
         add("server_cpu_us_per_delivery", num(cpuPerDeliveryUs, 2))
+        // Frames per socket write: the deliveries (and, for the gateway, the acks) the server wrote in the window,
+        // over the write syscalls perf counted (loopback: one syscall = one send()).
+        add("server_sends_s", num(serverSends >= 0 ? Double(serverSends) / windowSeconds : -1, 0))
+        add("frames_per_send", num(framesPerSend, 2))
+        if !serverSendsNote.isEmpty { add("server_sends_note", jsonString(serverSendsNote)) }
         add("gen_cpu_pct", num(Double(c("cpu_meas_ns")) / 1e9 / o.duration * 100))
         add("machine_busy_pct", num(machineBusyPct))
         add("machine_irq_pct", num(machineIrqPct))
@@ -167,6 +178,12 @@ extension RunResult {
         }
         s += String(format: "  server        RSS KiB start %ld, connected %ld, end %ld, peak %ld (%.2f KiB/conn); CPU %.1f%% (%.2f µs/delivery)\n",
                     rss0, rssConn, rssEnd, rssPeak, rssPerConnKiB, serverCPUPct, cpuPerDeliveryUs)
+        if serverSends >= 0 {
+            s += String(format: "  socket writes %.0f/s, %.2f frames per write (perf: send/sendto/sendmsg/write/writev)\n",
+                        Double(serverSends) / windowSeconds, framesPerSend)
+        } else if !serverSendsNote.isEmpty {
+            s += "  socket writes not counted: \(serverSendsNote)\n"
+        }
         s += String(format: "  machine       busy %.1f%% (irq %.1f%%), load generator %.1f%% of a core, load avg %@\n",
                     machineBusyPct, machineIrqPct, Double(c("cpu_meas_ns")) / 1e9 / o.duration * 100, loadEnd)
         if !errors.isEmpty || !closeCodes.isEmpty {

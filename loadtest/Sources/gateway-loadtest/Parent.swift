@@ -151,6 +151,9 @@ struct RunResult {
     var connectSeconds = 0.0
     var rss0 = -1, rssConn = -1, rssEnd = -1, rssPeak = -1
     var serverCPU = -1.0
+    /// The server's socket-write syscalls in the window (send/sendto/sendmsg/write/writev), -1 if not counted.
+    var serverSends: Int64 = -1
+    var serverSendsNote = ""
     var windowSeconds = 0.0
     var machineBusyPct = -1.0
     var machineIrqPct = -1.0
@@ -254,6 +257,7 @@ func runOnce(_ o: Options, tokens: [String], nonce: String) -> RunResult {
     let hardStop = (o.kind == .resumeStorm ? pubStart + Int64(2 * o.catchupTimeout * 1e9) + 5_000_000_000 : stop + 20_000_000_000)
     var gotStart = false
     var gotEnd = false
+    var syscallCounter: SyscallCounter?
     if o.kind == .resumeStorm {
         cpu0 = serverCPUSeconds(o)
         m0 = readMachineStat()
@@ -266,12 +270,17 @@ func runOnce(_ o: Options, tokens: [String], nonce: String) -> RunResult {
         let t = monoNs()
         if !gotStart && t >= measStart {
             gotStart = true
+            syscallCounter = SyscallCounter.start(o)
             cpu0 = serverCPUSeconds(o)
             m0 = readMachineStat()
             tCPU0 = t
         }
         if o.kind != .resumeStorm && !gotEnd && t >= measEnd {
             gotEnd = true
+            if let counter = syscallCounter {
+                (r.serverSends, r.serverSendsNote) = counter.stop()
+                syscallCounter = nil
+            }
             cpu1 = serverCPUSeconds(o)
             m1 = readMachineStat()
             tCPU1 = t

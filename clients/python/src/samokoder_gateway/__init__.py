@@ -1,4 +1,4 @@
-"""Samokoder realtime gateway: the asyncio agent client (protocol v1).
+"""Samokoder realtime gateway: the asyncio agent client (protocol v1 and v1.1).
 
 Example::
 
@@ -14,7 +14,7 @@ Example::
 See docs/clients.md in the gateway repository for the full API and the reconnect/resume semantics.
 """
 
-from .client import GatewayClient, Subscription, TokenProvider
+from .client import GatewayClient, MessageStream, Subscription, TokenProvider
 from .errors import (
     AuthenticationError,
     BadRequestError,
@@ -27,9 +27,9 @@ from .errors import (
     TooLargeError,
     UnavailableError,
 )
-from .models import Ack, ConnectionState, Event, Sender, Welcome
+from .models import Ack, ConnectionState, Event, History, Presence, PresenceChange, Sender, Welcome
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
 __all__ = [
     "Ack",
@@ -42,7 +42,11 @@ __all__ = [
     "GatewayClient",
     "GatewayConnectionError",
     "GatewayError",
+    "History",
+    "MessageStream",
     "NotFoundError",
+    "Presence",
+    "PresenceChange",
     "RateLimitedError",
     "Sender",
     "Subscription",

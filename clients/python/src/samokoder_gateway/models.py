@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 
 class ConnectionState(str, enum.Enum):
@@ -85,8 +85,44 @@ class Ack:
 
 @dataclass(frozen=True)
 class Welcome:
-    """The ``welcome`` frame: this connection's id and the token's subject and role."""
+    """The ``welcome`` frame: this connection's id, the token's subject and role, and (protocol v1.1) ``exp``,
+    the expiry of the token in force (Unix seconds; None from a v1 gateway)."""
 
     conn: str
     sub: str
     role: str
+    exp: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Presence:
+    """One subject joined to a session (protocol v1.1): ``conns`` is how many of its connections are joined
+    (as of the last ``joined``; join/leave frames add and remove subjects)."""
+
+    sub: str
+    role: str
+    conns: int = 1
+
+
+@dataclass(frozen=True)
+class PresenceChange:
+    """A change of a session's presence list: ``action`` is ``sync`` (a new list from ``joined``), ``join`` or
+    ``leave`` (``sub``/``role`` set); ``presence`` is the list after the change, sorted by sub, role."""
+
+    session: str
+    action: str
+    presence: Tuple[Presence, ...]
+    sub: Optional[str] = None
+    role: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class History:
+    """A page of durable history (protocol v1.1 ``history``): ``events`` oldest first; ``first`` the oldest seq
+    still held (head + 1 if none), ``head`` the session head. Fewer events than asked does not mean the start
+    was reached: compare ``events[0].seq`` with ``first``."""
+
+    session: str
+    events: Tuple[Event, ...]
+    first: int
+    head: int

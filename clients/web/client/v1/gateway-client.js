@@ -99,7 +99,23 @@ const DEFAULTS = {
   maxMessageBytes: 1 << 20,
   maxUnavailableRetries: 8,
   backoffResetMs: 30_000,
+  // v1.1
+  refresh: true,
+  refreshLeadMs: 60_000,
+  refreshRatio: 0.8,
+  refreshMinDelayMs: 500,
+  maxRefreshRetries: 3,
+  refreshTimeoutMs: 10_000,
+  maxResetRejoins: 8,
+  maxStreamsPerSession: 64,
+  maxPresenceEntries: 10_000,
+  maxPendingHistory: 64,
 };
+
+/** Largest setTimeout delay (about 24.8 days); longer timers fire at once in browsers and Node. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** How many closed stream keys a session remembers (late deltas of a finished stream are ignored). */
+const CLOSED_STREAMS_KEPT = 256;
 
 /**
  * Creates a client and starts connecting.
@@ -116,6 +132,16 @@ const DEFAULTS = {
  * @param {number} [options.maxUnavailableRetries=8] re-send a durable publish refused as `unavailable` this often
  * @param {number} [options.backoffResetMs=30000] a connection that stayed up this long resets the backoff
  * @param {() => string} [options.newId] publisher id generator
+ * @param {boolean} [options.refresh=true] refresh the token in-band before `exp` (protocol v1.1)
+ * @param {number} [options.refreshLeadMs=60000] refresh this long before `exp` ...
+ * @param {number} [options.refreshRatio=0.8] ... or, for tokens with less than 2 × lead left, at this share of it
+ * @param {number} [options.refreshMinDelayMs=500] never schedule a refresh sooner than this
+ * @param {number} [options.maxRefreshRetries=3] retries of a refused refresh before falling back to 4001 → reconnect
+ * @param {number} [options.refreshTimeoutMs=10000] a refresh without answer this long counts as failed
+ * @param {number} [options.maxResetRejoins=8] re-joins after `left` `reset` without progress before giving up
+ * @param {number} [options.maxStreamsPerSession=64] open token streams assembled per session (oldest dropped)
+ * @param {number} [options.maxPresenceEntries=10000] presence entries kept per session
+ * @param {number} [options.maxPendingHistory=64] history requests waiting for an answer
  * @returns {GatewayClient}
  */
 export function connect(options) {
@@ -127,10 +153,14 @@ export function connect(options) {
 /** A session subscription: an async iterable of events, with the transcript position it has reached. */
 export class Subscription {
   /** @internal */
-  constructor(client, state, onEvent, since) {
+  constructor(client, state, onEvent, since, extra = {}) {
     this._client = client;
     this._state = state;
     this._lastSeq = since ?? null; // null until known (a join without since takes `joined.head`)
+    this._lastN = extra.last ?? null; // join {last: N}: the position becomes head - N at `joined`
+    this._presence = !!extra.presence;
+    this._onPresence = extra.onPresence;
+    this._onStream = extra.onStream;
     this._onEvent = onEvent;
     this._queue = [];
     this._waiters = [];
@@ -146,6 +176,13 @@ export class Subscription {
   get epoch() { return this._state.epoch; }
   /** The session head reported by the latest `joined`. */
   get head() { return this._state.head; }
+  /**
+   * The session's presence list `[{sub, role, conns}]` (sorted by sub, role) if this subscription asked for
+   * presence, else null. `conns` is as of the last `joined`; join/leave frames add and remove subjects.
+   */
+  get presence() { return this._presence ? this._client._presenceList(this._state) : null; }
+  /** Open token streams of the session: `[{session, stream, kind, from, text, done: false}]`. */
+  get streams() { return this._client.streams(this._state.session); }
 
   /** Stops this subscription; the client leaves the session when its last subscription closes. */
   close() {
@@ -228,6 +265,14 @@ export class GatewayClient {
     /** FIFO of join/leave frames sent on this connection and not yet answered. */
     this._inflight = [];
     this.welcome = null;
+    /** Expiry (Unix seconds) of the token in force, from `welcome` / `refreshed` (v1.1); null if unknown. */
+    this.exp = null;
+    /** Accepted in-band refreshes (over the client's lifetime). */
+    this.refreshCount = 0;
+    this._refreshTimer = null;
+    this._refreshInflight = null;
+    /** @type {Map<string, object>} id -> pending history request */
+    this._history = new Map();
   }
 
   /** Current connection state (see State). */
@@ -241,6 +286,10 @@ export class GatewayClient {
    * `trimmed` {session, first}, `reset` {session, head, epoch}, `rate_limited` {session, ref, error},
    * `gap` {session, expected, got} (should never happen; the client re-joins to fill it),
    * `error` (GatewayError), `listenerError` (an exception thrown by a listener or onEvent callback).
+   * v1.1: `refreshed` {exp}, `refresh_failed` {error, attempt, willRetry},
+   * `presence` {session, action: 'sync'|'join'|'leave', sub?, role?, presence},
+   * `left` {session, reason, error?} (the gateway ended a subscription), `stream` {session, stream, kind, from,
+   * text, done, status?, seq?, event?}.
    */
   on(type, listener) {
     let set = this._listeners.get(type);
@@ -297,11 +346,19 @@ export class GatewayClient {
    * Events go to `onEvent` if given, otherwise they are buffered for `for await (const ev of sub)`.
    * Joining a session already joined adds another subscription that sees events from now on.
    * @param {string} session
-   * @param {{since?: number, epoch?: string, onEvent?: (ev: object) => void}} [opts]
+   * v1.1: `last: N` (1-10000, not with `since`) replays only the last N durable events; `presence: true` asks
+   * for the presence list and join/leave changes (`onPresence`); `onStream` gets assembled token streams.
+   * @param {{since?: number, epoch?: string, last?: number, presence?: boolean, onEvent?: (ev: object) => void,
+   *   onPresence?: (change: object) => void, onStream?: (stream: object) => void}} [opts]
    * @returns {Promise<Subscription>}
    */
   join(session, opts = {}) {
     if (this._closed) return Promise.reject(this._fatal || new ClosedError('client closed'));
+    let last = opts.last ?? null;
+    if (last !== null) {
+      if (!Number.isInteger(last) || last < 1 || last > 10_000) return Promise.reject(new BadRequestError('join: last must be an integer from 1 to 10000', { session }));
+      if (opts.since !== undefined && opts.since !== null) return Promise.reject(new BadRequestError('join: last and since cannot be used together', { session }));
+    }
     let st = this._sessions.get(session);
     const isNew = !st;
     if (!st) {
@@ -313,20 +370,33 @@ export class GatewayClient {
         joined: false,
         subs: new Set(),
         waiters: [],
+        presenceOn: false, // the last join sent asked for presence
+        presence: null, // Map key -> {sub, role, conns}
+        streams: new Map(), // key sub\0stream -> open stream
+        closedStreams: new Map(),
+        resetRejoins: 0,
       };
       this._sessions.set(session, st);
     }
-    const since = opts.since ?? null;
-    const sub = new Subscription(this, st, opts.onEvent, since);
-    if (!isNew && st.joined && since === null) {
+    let since = opts.since ?? null;
+    if (!isNew && last !== null && st.maxSeq !== null) {
+      // The session is joined already: the last N events are a replay from head - N.
+      since = Math.max(0, st.maxSeq - last);
+      last = null;
+    }
+    const sub = new Subscription(this, st, opts.onEvent, since, { last, presence: opts.presence, onPresence: opts.onPresence, onStream: opts.onStream });
+    const needPresenceJoin = !!opts.presence && !st.presenceOn;
+    if (!isNew && st.joined && since === null && last === null && !needPresenceJoin) {
       sub._lastSeq = st.maxSeq; // from now on
       st.subs.add(sub);
       return Promise.resolve(sub);
     }
+    if (!isNew && since === null && last === null && st.maxSeq !== null) sub._lastSeq = st.maxSeq; // from now on
     st.subs.add(sub);
     const p = new Promise((resolve, reject) => st.waiters.push({ resolve: () => resolve(sub), reject }));
-    // A new session, or an older position than the session's subscriptions have: (re-)join with since.
-    if (this._canSend() && (isNew || (since !== null && (st.maxSeq === null || since < st.maxSeq)))) this._sendJoin(st);
+    // A new session, an older position than the session's subscriptions have, or presence to turn on:
+    // (re-)join with since.
+    if (this._canSend() && (isNew || needPresenceJoin || (since !== null && (st.maxSeq === null || since < st.maxSeq)))) this._sendJoin(st);
     else if (this._canSend() && st.joined) queueMicrotask(() => this._resolveWaiters(st));
     return p;
   }
@@ -372,6 +442,69 @@ export class GatewayClient {
    */
   sendChatMessage(session, text, extra = {}) {
     return this.publish(session, 'chat.message', { ...extra, text });
+  }
+
+  /**
+   * Reads a page of the session's durable history (protocol v1.1 `history`; no subscription is made).
+   * Resolves with `{session, events, first, head}`: up to `limit` events with seq < `before` (default: up to
+   * the head), the newest ones, oldest first. Fewer than `limit` does not mean the start was reached: compare
+   * the smallest seq with `first`. Page back with `before` = the smallest seq you hold. Sent after the next
+   * `welcome` when not connected, re-sent after a reconnect; `unavailable` is retried (maxUnavailableRetries).
+   * @param {{session: string, before?: number, limit?: number, signal?: AbortSignal}} req
+   * @returns {Promise<{session: string, events: object[], first: number, head: number}>}
+   */
+  history({ session, before, limit, signal } = {}) {
+    if (this._closed) return Promise.reject(this._fatal || new ClosedError('client closed'));
+    if (typeof session !== 'string' || !session) return Promise.reject(new BadRequestError('history: session is required'));
+    if (limit !== undefined && limit !== null && (!Number.isInteger(limit) || limit < 1 || limit > 500)) {
+      return Promise.reject(new BadRequestError('history: limit must be an integer from 1 to 500', { session }));
+    }
+    if (before !== undefined && before !== null && (!Number.isInteger(before) || before < 0)) {
+      return Promise.reject(new BadRequestError('history: before must be a non-negative integer', { session }));
+    }
+    if (this._history.size >= this._opts.maxPendingHistory) {
+      return Promise.reject(new RateLimitedError(`history: more than ${this._opts.maxPendingHistory} requests pending`, { session }));
+    }
+    if (signal && signal.aborted) return Promise.reject(abortError(signal));
+    const id = `h-${this._newId()}`;
+    const frame = { type: 'history', session, id };
+    if (before !== undefined && before !== null) frame.before = before;
+    if (limit !== undefined && limit !== null) frame.limit = limit;
+    return new Promise((resolve, reject) => {
+      const entry = { id, session, text: JSON.stringify(frame), retries: 0, sentOn: 0, signal, onAbort: null };
+      const settle = (fn, value) => {
+        if (this._history.get(id) !== entry) return;
+        this._history.delete(id);
+        if (signal && entry.onAbort) signal.removeEventListener('abort', entry.onAbort);
+        fn(value);
+      };
+      entry.resolve = (v) => settle(resolve, v);
+      entry.reject = (e) => settle(reject, e);
+      if (signal) {
+        entry.onAbort = () => entry.reject(abortError(signal));
+        signal.addEventListener('abort', entry.onAbort, { once: true });
+      }
+      this._history.set(id, entry);
+      if (this._canSend()) this._sendHistory(entry);
+    });
+  }
+
+  /** The open token streams of a session, assembled from snapshots and deltas: `[{session, stream, kind, from, text, done}]`. */
+  streams(session) {
+    const st = this._sessions.get(session);
+    return st ? [...st.streams.values()].map((s) => ({ ...s })) : [];
+  }
+
+  /** Asks for an in-band token refresh now (normally scheduled before `exp` by itself). Resolves with the new exp. */
+  refreshNow() {
+    if (!this._canSend()) return Promise.reject(new ClosedError('not connected'));
+    return new Promise((resolve, reject) => {
+      const offs = [
+        this.on('refreshed', ({ exp }) => { offs.forEach((f) => f()); resolve(exp); }),
+        this.on('refresh_failed', ({ error }) => { offs.forEach((f) => f()); reject(error); }),
+      ];
+      this._startRefresh(this._generation, 0);
+    });
   }
 
   /** Closes the client for good: no reconnect; pending publishes and subscriptions end with ClosedError. */
@@ -448,11 +581,13 @@ export class GatewayClient {
     this._generation++;
     clearTimeout(this._helloTimer);
     clearInterval(this._pingTimer);
+    this._cancelRefresh();
     detach(ws);
     if (!alreadyClosed) {
       try { ws.close(4000, info.reason.slice(0, 100)); } catch { /* already closing */ }
     }
     for (const st of this._sessions.values()) st.joined = false;
+    for (const h of this._history.values()) h.sentOn = 0;
     this._inflight = [];
     if (info.code === CloseCode.TOO_BIG) {
       // The gateway's size limit is lower than ours: give up on the largest publish sent on that connection
@@ -505,6 +640,7 @@ export class GatewayClient {
     clearTimeout(this._retryTimer);
     clearTimeout(this._helloTimer);
     clearInterval(this._pingTimer);
+    this._cancelRefresh();
     const ws = this._ws;
     this._ws = null;
     this._welcomed = false;
@@ -515,6 +651,7 @@ export class GatewayClient {
     }
     for (const entry of this._pending.values()) entry.reject(error);
     this._pending.clear();
+    for (const h of [...this._history.values()]) h.reject(error);
     for (const st of this._sessions.values()) {
       for (const w of st.waiters.splice(0)) w.reject(error);
       for (const sub of st.subs) sub._finish(error instanceof ClosedError ? null : error);
@@ -555,7 +692,16 @@ export class GatewayClient {
     if (since !== null && since !== undefined) {
       frame.since = since;
       if (st.epoch) frame.epoch = st.epoch;
+    } else {
+      // No position yet: a join {last: N} asks for the last N events (the largest N among its subscriptions).
+      let last = null;
+      for (const sub of st.subs) if (sub._lastSeq === null && sub._lastN !== null) last = Math.max(last ?? 0, sub._lastN);
+      if (last !== null) frame.last = last;
     }
+    let presence = false;
+    for (const sub of st.subs) if (sub._presence) presence = true;
+    if (presence) frame.presence = true;
+    st.presenceOn = presence;
     this._inflight.push({ type: 'join', session: st.session });
     this._send(frame);
   }
@@ -565,15 +711,109 @@ export class GatewayClient {
     this._send(entry.text);
   }
 
+  _sendHistory(entry) {
+    entry.sentOn = this._generation;
+    this._send(entry.text);
+  }
+
+  // ---- token refresh (v1.1) -------------------------------------------------------------------------------
+
+  _cancelRefresh() {
+    clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
+    if (this._refreshInflight) clearTimeout(this._refreshInflight.timer);
+    this._refreshInflight = null;
+  }
+
+  /** Schedules the next refresh before `exp`: lead before it, or at `refreshRatio` of a short lifetime. */
+  _scheduleRefresh(exp, delayOverride) {
+    clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
+    if (!this._opts.refresh || typeof exp !== 'number' || !Number.isFinite(exp)) return;
+    let delay = delayOverride;
+    if (delay === undefined) {
+      const remaining = exp * 1000 - Date.now();
+      const lead = this._opts.refreshLeadMs;
+      delay = remaining > 2 * lead ? remaining - lead : remaining * this._opts.refreshRatio;
+    }
+    delay = Math.min(MAX_TIMER_MS, Math.max(this._opts.refreshMinDelayMs, delay));
+    const gen = this._generation;
+    this._refreshTimer = setTimeout(() => {
+      this._refreshTimer = null;
+      this._startRefresh(gen, 0);
+    }, delay);
+  }
+
+  async _startRefresh(gen, attempt) {
+    if (gen !== this._generation || !this._canSend() || this._refreshInflight) return;
+    const inflight = { gen, attempt, timer: null };
+    this._refreshInflight = inflight;
+    let token;
+    try {
+      token = await this._opts.getToken();
+    } catch (e) {
+      if (this._refreshInflight !== inflight) return;
+      this._refreshFailed(new GatewayError('token', `getToken failed: ${e && e.message ? e.message : e}`));
+      return;
+    }
+    if (this._refreshInflight !== inflight || gen !== this._generation || !this._canSend()) return;
+    inflight.timer = setTimeout(() => {
+      if (this._refreshInflight === inflight) this._refreshFailed(new GatewayError('timeout', 'no answer to refresh in time'));
+    }, this._opts.refreshTimeoutMs);
+    this._send({ type: 'refresh', token: String(token) });
+  }
+
+  _onRefreshed(f) {
+    const inflight = this._refreshInflight;
+    if (inflight) clearTimeout(inflight.timer);
+    this._refreshInflight = null;
+    if (typeof f.exp === 'number') {
+      this.exp = f.exp;
+      if (this.welcome) this.welcome.exp = f.exp;
+    }
+    this.refreshCount++;
+    this._emit('refreshed', { exp: this.exp });
+    this._scheduleRefresh(this.exp);
+  }
+
+  /** A refused (or failed) refresh: report it, retry a bounded number of times, then leave it to 4001 → reconnect. */
+  _refreshFailed(error) {
+    const inflight = this._refreshInflight;
+    if (!inflight) return;
+    clearTimeout(inflight.timer);
+    this._refreshInflight = null;
+    const attempt = inflight.attempt + 1;
+    const willRetry = attempt <= this._opts.maxRefreshRetries;
+    this._emit('refresh_failed', { error, attempt, willRetry });
+    if (!willRetry) return; // the old token stays in force; the gateway closes 4001 at exp and we reconnect
+    const gen = inflight.gen;
+    const base = Math.min(this._opts.backoffMaxMs, Math.max(this._opts.refreshMinDelayMs, this._opts.backoffInitialMs * 2 ** attempt));
+    let delay = base / 2 + Math.random() * (base / 2);
+    if (typeof this.exp === 'number') {
+      // Keep retries inside the token's remaining lifetime where possible.
+      const remaining = this.exp * 1000 - Date.now();
+      if (remaining > 0) delay = Math.min(delay, Math.max(this._opts.refreshMinDelayMs / 2, remaining / 4));
+    }
+    clearTimeout(this._refreshTimer);
+    this._refreshTimer = setTimeout(() => {
+      this._refreshTimer = null;
+      this._startRefresh(gen, attempt);
+    }, delay);
+  }
+
   _onWelcome(frame) {
     this._welcomed = true;
     this._welcomedAt = Date.now();
     clearTimeout(this._helloTimer);
     this.welcome = { conn: frame.conn, sub: frame.sub, role: frame.role };
+    if (typeof frame.exp === 'number') this.welcome.exp = frame.exp;
+    this.exp = typeof frame.exp === 'number' ? frame.exp : null;
     this._startPings();
+    this._scheduleRefresh(this.exp);
     this._emit('open', this.welcome);
     for (const st of this._sessions.values()) this._sendJoin(st);
     for (const entry of this._pending.values()) this._sendPending(entry);
+    for (const h of this._history.values()) this._sendHistory(h);
     this._maybeOpen();
   }
 
@@ -611,6 +851,9 @@ export class GatewayClient {
       case 'ack': return this._onAck(f);
       case 'error': return this._onError(f);
       case 'pong': return undefined;
+      case 'refreshed': return this._onRefreshed(f);
+      case 'presence': return this._onPresence(f);
+      case 'history': return this._onHistory(f);
       default: return undefined;
     }
   }
@@ -643,7 +886,18 @@ export class GatewayClient {
       }
       st.maxSeq = Math.max(st.maxSeq ?? 0, f.head ?? 0);
     }
-    for (const sub of st.subs) if (sub._lastSeq === null) sub._lastSeq = f.head;
+    for (const sub of st.subs) {
+      if (sub._lastSeq === null) sub._lastSeq = sub._lastN !== null ? Math.max(0, (f.head ?? 0) - sub._lastN) : f.head;
+    }
+    if (Array.isArray(f.presence)) {
+      st.presence = new Map();
+      for (const p of f.presence.slice(0, this._opts.maxPresenceEntries)) {
+        if (p && typeof p.sub === 'string') st.presence.set(presenceKey(p), { sub: p.sub, role: String(p.role ?? ''), conns: Number(p.conns) || 1 });
+      }
+      this._presenceChanged(st, { session: st.session, action: 'sync' });
+    } else if (!st.presenceOn) {
+      st.presence = null;
+    }
     st.joined = true;
     st.gapRejoin = false;
     for (const w of st.waiters.splice(0)) w.resolve();
@@ -657,7 +911,136 @@ export class GatewayClient {
   }
 
   _onLeft(f) {
-    this._popInflight('leave', f.session);
+    if (!f.reason) {
+      this._popInflight('leave', f.session);
+      return;
+    }
+    // v1.1: the gateway ended the subscription.
+    const st = this._sessions.get(f.session);
+    if (!st) return;
+    st.joined = false;
+    if (f.reason === 'reset') {
+      // It cannot continue without a gap: re-join at once with since/epoch (the resume path); joined says
+      // trimmed or reset. Bounded: after maxResetRejoins without progress the subscriptions end.
+      st.resetRejoins++;
+      if (st.resetRejoins > this._opts.maxResetRejoins) {
+        const err = new UnavailableError(`session ${f.session}: the gateway reset the subscription ${st.resetRejoins - 1} times without progress`, { session: f.session });
+        this._emit('left', { session: f.session, reason: f.reason, error: err });
+        this._endSession(st, err);
+        return;
+      }
+      this._emit('left', { session: f.session, reason: f.reason });
+      const gen = this._generation;
+      const again = () => { if (gen === this._generation && this._canSend() && this._sessions.get(st.session) === st && !st.joined) this._sendJoin(st); };
+      if (st.resetRejoins === 1) again();
+      else setTimeout(again, Math.min(this._opts.backoffMaxMs, this._opts.backoffInitialMs * 2 ** (st.resetRejoins - 2)) * (0.5 + Math.random() / 2));
+      return;
+    }
+    // `forbidden` (the token in force no longer allows the session) or a reason this client does not know:
+    // do not re-join; end its subscriptions with the error.
+    const err = f.reason === 'forbidden'
+      ? new ForbiddenError(`the token in force no longer allows session ${f.session}`, { session: f.session })
+      : new GatewayError(String(f.reason), `the gateway ended the subscription to ${f.session}: ${f.reason}`, { session: f.session });
+    this._emit('left', { session: f.session, reason: f.reason, error: err });
+    this._endSession(st, err);
+  }
+
+  /** Ends every subscription of a session with `err` (the iterators reject with it) and forgets the session. */
+  _endSession(st, err) {
+    if (this._sessions.get(st.session) === st) this._sessions.delete(st.session);
+    for (const w of st.waiters.splice(0)) w.reject(err);
+    for (const sub of [...st.subs]) sub._finish(err);
+    st.subs.clear();
+    st.streams.clear();
+    st.presence = null;
+    this._emit('error', err);
+    this._maybeOpen();
+  }
+
+  _presenceList(st) {
+    if (!st.presence) return [];
+    return [...st.presence.values()]
+      .map((p) => ({ ...p }))
+      .sort((a, b) => (a.sub < b.sub ? -1 : a.sub > b.sub ? 1 : a.role < b.role ? -1 : a.role > b.role ? 1 : 0));
+  }
+
+  _presenceChanged(st, change) {
+    const payload = { ...change, presence: this._presenceList(st) };
+    this._emit('presence', payload);
+    for (const sub of [...st.subs]) {
+      if (!sub._presence || !sub._onPresence) continue;
+      try { sub._onPresence(payload); } catch (e) { this._emit('listenerError', e); }
+    }
+  }
+
+  _onPresence(f) {
+    const st = this._sessions.get(f.session);
+    if (!st || typeof f.sub !== 'string') return;
+    if (!st.presence) st.presence = new Map();
+    const key = presenceKey(f);
+    if (f.action === 'join') {
+      if (!st.presence.has(key) && st.presence.size >= this._opts.maxPresenceEntries) return;
+      st.presence.set(key, { sub: f.sub, role: String(f.role ?? ''), conns: 1 });
+    } else if (f.action === 'leave') {
+      st.presence.delete(key);
+    } else {
+      return;
+    }
+    this._presenceChanged(st, { session: f.session, action: f.action, sub: f.sub, role: f.role });
+  }
+
+  _onHistory(f) {
+    const entry = this._history.get(f.id);
+    if (!entry) return;
+    entry.resolve({
+      session: f.session,
+      events: Array.isArray(f.events) ? f.events : [],
+      first: f.first,
+      head: f.head,
+    });
+  }
+
+  /** Token streams (v1.1): snapshots and `.delta` events with a `stream` assembled into one text per stream. */
+  _trackStream(st, f) {
+    const d = f.data;
+    if (!d || typeof d !== 'object' || Array.isArray(d) || typeof d.stream !== 'string') return;
+    const from = f.from || {};
+    const key = `${from.sub}\u0000${d.stream}`;
+    if (typeof f.seq === 'number') {
+      // A durable event of the same sender with data.stream closes the stream (final answer or interrupted).
+      const open = st.streams.get(key);
+      st.streams.delete(key);
+      rememberClosed(st, key);
+      if (!open) return;
+      const done = { session: st.session, stream: d.stream, kind: f.kind, from, text: typeof d.text === 'string' ? d.text : open.text, done: true, seq: f.seq, event: f };
+      if (typeof d.status === 'string') done.status = d.status;
+      this._streamChanged(st, done);
+      return;
+    }
+    if (typeof f.kind !== 'string' || !f.kind.endsWith('.delta')) return;
+    const hasFull = typeof d.full === 'string';
+    if (!hasFull && typeof d.text !== 'string') return;
+    if (st.closedStreams.has(key)) {
+      if (!hasFull) return; // a late delta of a finished stream
+      st.closedStreams.delete(key); // a snapshot: the stream (id reused) is open again
+    }
+    let s = st.streams.get(key);
+    if (!s) {
+      while (st.streams.size >= this._opts.maxStreamsPerSession) st.streams.delete(st.streams.keys().next().value);
+      s = { session: st.session, stream: d.stream, kind: f.kind, from: { sub: from.sub, role: from.role }, text: '', done: false };
+      st.streams.set(key, s);
+    }
+    s.text = hasFull ? d.full : s.text + d.text;
+    if (s.text.length > this._opts.maxMessageBytes) s.text = s.text.slice(0, this._opts.maxMessageBytes);
+    this._streamChanged(st, { ...s });
+  }
+
+  _streamChanged(st, payload) {
+    this._emit('stream', payload);
+    for (const sub of [...st.subs]) {
+      if (!sub._onStream) continue;
+      try { sub._onStream(payload); } catch (e) { this._emit('listenerError', e); }
+    }
   }
 
   _onEvent(f) {
@@ -673,10 +1056,14 @@ export class GatewayClient {
         }
         return;
       }
-      if (st.maxSeq === null || f.seq > st.maxSeq) st.maxSeq = f.seq;
+      if (st.maxSeq === null || f.seq > st.maxSeq) {
+        st.maxSeq = f.seq;
+        st.resetRejoins = 0; // progress
+      }
       if (st.head === null || f.seq > st.head) st.head = f.seq;
     }
     for (const sub of [...st.subs]) sub._deliver(f);
+    this._trackStream(st, f);
   }
 
   _onAck(f) {
@@ -690,6 +1077,26 @@ export class GatewayClient {
   }
 
   _onError(f) {
+    if (f.ref !== undefined && f.ref !== null && this._history.has(f.ref)) {
+      const entry = this._history.get(f.ref);
+      if (f.code === 'unavailable' && entry.retries < this._opts.maxUnavailableRetries) {
+        entry.retries++;
+        entry.sentOn = 0;
+        const gen = this._generation;
+        const delay = Math.min(this._opts.backoffMaxMs, this._opts.backoffInitialMs * 2 ** entry.retries) * (0.5 + Math.random() / 2);
+        setTimeout(() => {
+          if (gen === this._generation && this._canSend() && this._history.get(entry.id) === entry && !entry.sentOn) this._sendHistory(entry);
+        }, delay);
+        return;
+      }
+      entry.reject(errorFromFrame(f, entry.session));
+      return;
+    }
+    if (f.code === 'unauthorized' && this._refreshInflight) {
+      // Only a refused refresh is answered `unauthorized` on the WebSocket; the old token stays in force.
+      this._refreshFailed(errorFromFrame(f));
+      return;
+    }
     if (f.ref !== undefined && f.ref !== null && this._pending.has(f.ref)) {
       const entry = this._pending.get(f.ref);
       const err = errorFromFrame(f, entry.session);
@@ -757,6 +1164,24 @@ export class GatewayClient {
     // else: a join is in flight; _onJoined sends the leave.
     this._maybeOpen();
   }
+}
+
+function presenceKey(p) {
+  return `${p.sub}\u0000${p.role ?? ''}`;
+}
+
+function rememberClosed(st, key) {
+  st.closedStreams.delete(key);
+  st.closedStreams.set(key, true);
+  while (st.closedStreams.size > CLOSED_STREAMS_KEPT) st.closedStreams.delete(st.closedStreams.keys().next().value);
+}
+
+function abortError(signal) {
+  const r = signal && signal.reason;
+  if (r instanceof Error) return r;
+  const e = new GatewayError('aborted', 'the request was aborted');
+  e.name = 'AbortError';
+  return e;
 }
 
 /** Stops listening to a socket we gave up on (a no-op error handler stays: some implementations throw otherwise). */
