@@ -147,6 +147,9 @@ struct HTTPAPITests {
                 #expect(r.status == 400 && Self.errorCode(r) == "bad_request", "\(query): \(r.status)")
             }
             #expect(try Self.get(gw, "h4", token: agent, query: "?limit=1000").status == 200)
+            // A long argument does not hide the ones after it.
+            let padded = try Self.get(gw, "h4", token: agent, query: "?pad=" + String(repeating: "p", count: 600) + "&limit=0")
+            #expect(padded.status == 400)
             #expect(Self.serving(gw))
         }
     }

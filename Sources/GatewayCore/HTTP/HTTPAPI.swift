@@ -88,7 +88,8 @@ struct SubBuckets {
     /// Whether there is room for another sub's bucket (evicting idle ones if needed).
     private mutating func makeRoom(nowNs: UInt64) -> Bool {
         if buckets.count < capacity { return true }
-        buckets = buckets.filter { _, b in !b.isIdle(nowNs: nowNs) }
+        // A bucket refilled to its burst is the same as a new one: nothing is lost by forgetting it.
+        buckets = buckets.filter { _, b in b.tokens(at: nowNs) < b.burst }
         return buckets.count < capacity
     }
 
@@ -107,13 +108,6 @@ struct SubBuckets {
         if ok { return nil }
         let wait = bucket.rate > 0 ? (1 - bucket.tokens) / bucket.rate : 1
         return max(1, Int(wait.rounded(.up)))
-    }
-}
-
-extension TokenBucket {
-    /// Whether the bucket would be full again by `nowNs` (nothing to remember about its owner).
-    func isIdle(nowNs: UInt64) -> Bool {
-        nowNs <= lastNs ? tokens >= burst : tokens + Double(nowNs - lastNs) / 1e9 * rate >= burst
     }
 }
 
@@ -381,7 +375,7 @@ extension GatewayServer {
         var head = table.ackedHead(session)
         // A shared engine's head is what any node committed; this node's acked head only covers what it saw.
         if config.storageEngine == .redis { head = max(head, summary?.head ?? 0) }
-        let first = summary?.firstHeld ?? (head + 1)
+        let first = min(summary?.firstHeld ?? (head + 1), head + 1)
         var out: [UInt8] = Array(#"{"session":"#.utf8)
         JSONText.appendString(into: &out, session)
         out.append(contentsOf: Array(#","events":["#.utf8))
@@ -412,11 +406,13 @@ extension GatewayServer {
         return HTTPReply(status: 200, body: out)
     }
 
-    /// The query arguments (`name=value`, as lws decoded them), at most 16.
+    /// The query arguments (`name=value`, as lws decoded them), at most 16 (each bounded by lws's header space).
     private func queryArguments(_ wsi: OpaquePointer) -> [(String, String)] {
         var out: [(String, String)] = []
-        var buf = [CChar](repeating: 0, count: 256)
         for i in 0..<16 {
+            let length = Int(lws_hdr_fragment_length(wsi, WSI_TOKEN_HTTP_URI_ARGS, Int32(i)))
+            if length <= 0 { break }
+            var buf = [CChar](repeating: 0, count: length + 1)
             let n = lws_hdr_copy_fragment(wsi, &buf, Int32(buf.count), WSI_TOKEN_HTTP_URI_ARGS, Int32(i))
             if n < 0 { break }
             let text = String(decoding: buf.prefix(Int(n)).map { UInt8(bitPattern: $0) }, as: UTF8.self)

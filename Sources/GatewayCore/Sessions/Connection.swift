@@ -118,9 +118,14 @@ struct TokenBucket {
         lastNs = nowNs
     }
 
+    /// The tokens the bucket holds at `nowNs` (refilled since the last take, at most `burst`).
+    func tokens(at nowNs: UInt64) -> Double {
+        nowNs > lastNs ? min(burst, tokens + Double(nowNs - lastNs) / 1e9 * rate) : tokens
+    }
+
     mutating func take(nowNs: UInt64) -> Bool {
         if nowNs > lastNs {
-            tokens = min(burst, tokens + Double(nowNs - lastNs) / 1e9 * rate)
+            tokens = tokens(at: nowNs)
             lastNs = nowNs
         }
         if tokens >= 1 {
