@@ -303,7 +303,13 @@ struct OperationsTests {
             while sent.load(ordering: .relaxed) < 40 && ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(2))
             }
+            // And until the first commits were acked (a loaded machine's fsync can lag the sends by a lot).
             let user = try await gw.client(.user, sub: "u", sessions: ["s"])
+            while ContinuousClock.now < deadline {
+                try user.send(["type": "history", "session": "s", "limit": 1])
+                if (try user.next(type: "history").int("head") ?? 0) > 0 { break }
+                try await Task.sleep(for: .milliseconds(5))
+            }
             let head = try user.join("s", since: 0).int("head") ?? -1
             #expect(head > 0 && head < total, "the join must land during the stream (head \(head) of \(total))")
             var expected = 1
