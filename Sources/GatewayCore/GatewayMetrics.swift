@@ -36,6 +36,9 @@ final class GatewayMetrics: Sendable {
     let duplicateAcks: Counter
     let slowConsumerCloses: Counter
     let ephemeralDropped: Counter
+    let streamsOpen: Gauge
+    let streamsFinalized: Counter
+    let clusterEphemeralDropped: Counter
     let authFailures: Counter
     let storageErrors: Counter
     let committedEvents: Counter
@@ -82,6 +85,9 @@ final class GatewayMetrics: Sendable {
         duplicateAcks = r.makeCounter(descriptor: Self.describe("gateway_duplicate_acks_total", "Acks for re-published ids (nothing appended)"))
         slowConsumerCloses = r.makeCounter(descriptor: Self.describe("gateway_slow_consumer_closes_total", "Connections closed 4009 at their outbound cap"))
         ephemeralDropped = r.makeCounter(descriptor: Self.describe("gateway_ephemeral_dropped_total", "Ephemeral frames dropped at a full outbound buffer"))
+        streamsOpen = r.makeGauge(descriptor: Self.describe("gateway_streams_open", "Token streams open on this node (opened through it)"))
+        streamsFinalized = r.makeCounter(descriptor: Self.describe("gateway_streams_finalized_total", "Token streams finalized by the gateway (idle or too large): status interrupted appended"))
+        clusterEphemeralDropped = r.makeCounter(descriptor: Self.describe("gateway_cluster_ephemeral_dropped_total", "Ephemeral events not sent to other nodes (the engine's bounded queue was full)"))
         authFailures = r.makeCounter(descriptor: Self.describe("gateway_auth_failures_total", "Refused tokens"))
         storageErrors = r.makeCounter(descriptor: Self.describe("gateway_storage_errors_total", "Batches the transcript log refused"))
         committedEvents = r.makeCounter(descriptor: Self.describe("gateway_committed_events_total", "Durable events committed to the log"))

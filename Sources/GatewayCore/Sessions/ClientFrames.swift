@@ -143,13 +143,14 @@ extension GatewayServer {
         let head = table.ackedHead(j.session)
         let cursor = JoinCursor(
             since: j.since, epoch: j.epoch, head: head, firstHeld: summary?.firstHeld ?? (head + 1), storeEpoch: store.epoch)
-        _ = table.subscribe(
+        let sub = table.subscribe(
             conn, session: j.session, nextSeq: cursor.nextSeq, catchingUp: cursor.catchingUp,
             lastEventMs: summary?.lastTimestampMs ?? 0)
         io.send(
             conn,
             Wire.joined(session: j.session, head: head, epoch: store.epoch, trimmedFirst: cursor.trimmedFirst, reset: cursor.reset),
             control: true)
+        streamsJoined(conn, sub)
         if cursor.catchingUp { replay.pump(conn) }
     }
 
@@ -220,6 +221,7 @@ extension GatewayServer {
             }
             conn.strikes = 0
         }
+        guard case .pass(let streamDelta) = streamScreen(conn, p, principal) else { return }
         let now = WallClock.nowMs()
         if p.isEphemeral {
             metrics.eventsInEphemeral.increment()
@@ -228,7 +230,7 @@ extension GatewayServer {
                 role: principal.role.rawValue, timestampMs: now, data: p.data)
             io.send(conn, Wire.ack(id: p.id, session: p.session, seq: nil, duplicate: false), control: true)
             metrics.acks.increment()
-            fanOut.ephemeral(session: p.session, frame: frame)
+            ephemeralFanOut(p.session, frame: frame, stream: streamDelta)
             return
         }
         switch p.kind {
@@ -263,6 +265,10 @@ extension GatewayServer {
                 handleCommitted(r)
             case .remote(let session, let seq, let frame):
                 if table.committed(session: session, seq: seq) { fanOut.durable(session: session, seq: seq, frame: frame) }
+            case .ephemeral(let session, let frame, let stream):
+                fanOut.ephemeral(session: session, frame: frame, stream: stream)
+            case .streamsIdle(let session, let idle):
+                finalizeIdle(session: session, idle)
             case .head(let summary):
                 learnedHead(summary)
             case .joinReady(let session, let summary):
@@ -287,6 +293,7 @@ extension GatewayServer {
 
     /// One committed (or refused) publish of this node: ack the publisher, then fan the event out.
     private func handleCommitted(_ r: CommitResult) {
+        streamCommitted(r)
         let publisher = connections[r.connection]
         switch r.outcome {
         case .failure(let e):

@@ -14,6 +14,9 @@ final class ReplayPump {
     private let lowWater: Int
     /// Replayed deliveries since the last ``takeCount()``.
     private var delivered = 0
+    /// Called when a subscription that was joined with a snapshot pending (``Subscription/snapshotPending``) turns
+    /// live, after its replay was queued: the token-stream snapshots go right behind it (TokenStreams.swift).
+    var onLive: ((Connection, Subscription) -> Void)?
 
     init(store: any EventStore, table: SessionTable, io: ConnectionIO, chunkEvents: Int, outboundCap: Int, logger: Logger) {
         self.store = store
@@ -31,8 +34,7 @@ final class ReplayPump {
             if conn.queuedBytes >= lowWater || conn.phase != .active { break }
             let ackedHead = table.ackedHead(session)
             if sub.nextSeq > ackedHead {
-                sub.catchingUp = false
-                conn.catchingUpCount -= 1
+                turnLive(conn, sub)
                 continue
             }
             let events: [StoredEvent]
@@ -42,8 +44,7 @@ final class ReplayPump {
             } catch {
                 logger.error("replay read failed", metadata: ["connection.id": "\(conn.id)", "error": "\(error)"])
                 io.sendError(conn, .unavailable, "transcript read failed: \(error.code)", ref: nil, session: session)
-                sub.catchingUp = false
-                conn.catchingUpCount -= 1
+                turnLive(conn, sub)
                 continue
             }
             for event in events where event.seq >= sub.nextSeq && event.seq <= ackedHead {
@@ -52,11 +53,16 @@ final class ReplayPump {
                 delivered += 1
             }
             if events.isEmpty || sub.nextSeq > ackedHead {
-                sub.catchingUp = false
-                conn.catchingUpCount -= 1
+                turnLive(conn, sub)
             }
         }
         if conn.hasQueued { io.requestWrite(conn) }
+    }
+
+    private func turnLive(_ conn: Connection, _ sub: Subscription) {
+        sub.catchingUp = false
+        conn.catchingUpCount -= 1
+        if sub.snapshotPending { onLive?(conn, sub) }
     }
 
     /// Replayed deliveries since the last call.
