@@ -242,3 +242,85 @@ struct TokenStreamTests {
         }
     }
 }
+
+/// Cluster mode (docs/scaling.md, "Ephemeral events and token streams across nodes"): two nodes on one real
+/// `redis-server`. Runs in the cluster pass of scripts/test.sh (the name matches `ClusterTests`).
+@Suite("Token streams across cluster nodes", .serialized, .timeLimit(.minutes(5)))
+struct TokenStreamClusterTests {
+    @Test func ephemeralEventsAndDeltasCrossNodesOnce() async throws {
+        try await withRedis { redis in
+            try await ClusterTests.withNodes(2, redis: redis) { nodes in
+                let agent = try await nodes[0].client(.agent, sub: "worker", sessions: ["*"])
+                let here = try await nodes[0].client(.user, sub: "alice", sessions: ["s"])
+                let there = try await nodes[1].client(.user, sub: "bob", sessions: ["s"])
+                _ = try here.join("s")
+                _ = try there.join("s")
+                #expect(try agent.publish("s", id: "t1", kind: "typing", data: ["on": true], ephemeral: true).string("type") == "ack")
+                try StreamFrames.delta(agent, "s", id: "d1", stream: "a", text: "Hello")
+                for peer in [here, there] {
+                    let got = try StreamFrames.events(peer, count: 2)
+                    #expect(got.map { $0.string("id") } == ["t1", "d1"])
+                    #expect(got.allSatisfy { $0.int("seq") == nil })
+                    #expect(try peer.expectSilence(for: .milliseconds(500)) == nil, "each once, no echo")
+                }
+            }
+        }
+    }
+
+    @Test func aJoinerOnAnotherNodeGetsTheSnapshotThenTheRest() async throws {
+        try await withRedis { redis in
+            try await ClusterTests.withNodes(2, redis: redis) { nodes in
+                let agent = try await nodes[0].client(.agent, sub: "worker", sessions: ["*"])
+                _ = try agent.publish("s", id: "q1")
+                try StreamFrames.delta(agent, "s", id: "d1", stream: "a", text: "one ")
+                try StreamFrames.delta(agent, "s", id: "d2", stream: "a", text: "tw\"o ")
+                try await Task.sleep(for: .milliseconds(200))
+                let b = try await nodes[1].client(.user, sub: "bob", sessions: ["s"])
+                _ = try b.join("s", since: 0)
+                #expect(try b.next(type: "event").string("id") == "q1")
+                let snapshot = try b.next(type: "event")
+                #expect(snapshot.string("id") == "a" && snapshot.string("kind") == "chat.delta")
+                #expect(StreamFrames.data(snapshot)["full"] as? String == "one tw\"o ")
+                #expect((snapshot["from"] as? [String: Any])?["sub"] as? String == "worker")
+                try StreamFrames.delta(agent, "s", id: "d3", stream: "a", text: "three")
+                let rest = try b.next(type: "event")
+                #expect(rest.string("id") == "d3" && StreamFrames.data(rest)["text"] as? String == "three")
+                #expect(try b.expectSilence(for: .milliseconds(500)) == nil)
+                // The final message (committed on node A) closes it cluster-wide.
+                _ = try agent.publish("s", id: "final", data: ["stream": "a", "text": "one two three"])
+                try await Task.sleep(for: .milliseconds(200))
+                let c = try await nodes[1].client(.user, sub: "carol", sessions: ["s"])
+                _ = try c.join("s", since: 0)
+                #expect(try StreamFrames.events(c, count: 2).map { $0.string("id") } == ["q1", "final"])
+                #expect(try c.expectSilence(for: .milliseconds(500)) == nil, "no snapshot after the final message")
+            }
+        }
+    }
+
+    @Test func anIdleStreamIsFinalizedOnceClusterWide() async throws {
+        try await withRedis { redis in
+            try await ClusterTests.withNodes(2, redis: redis, extra: ["streams.idle_timeout_seconds": "1"]) { nodes in
+                let agent = try await nodes[0].client(.agent, sub: "worker", sessions: ["*"])
+                let a = try await nodes[0].client(.user, sub: "alice", sessions: ["s"])
+                let b = try await nodes[1].client(.user, sub: "bob", sessions: ["s"])
+                _ = try a.join("s")
+                _ = try b.join("s")
+                try StreamFrames.delta(agent, "s", id: "d1", stream: "z", text: "cut ")
+                try StreamFrames.delta(agent, "s", id: "d2", stream: "z", text: "short")
+                agent.close()
+                for peer in [a, b] {
+                    _ = try StreamFrames.events(peer, count: 2)
+                    let finalized = try peer.next(type: "event", timeout: .seconds(8))
+                    #expect(finalized.string("id") == "stream:z" && finalized.int("seq") == 1)
+                    #expect(StreamFrames.data(finalized)["text"] as? String == "cut short")
+                    #expect(StreamFrames.data(finalized)["status"] as? String == "interrupted")
+                }
+                #expect(try b.expectSilence(for: .milliseconds(2_500)) == nil, "finalized once")
+                let reader = try await nodes[1].client(.user, sub: "carol", sessions: ["s"])
+                let events = try StreamFrames.transcript(reader, "s")
+                #expect(events.map { $0.string("id") } == ["stream:z"])
+                #expect(try reader.expectSilence() == nil, "no snapshot of a finalized stream")
+            }
+        }
+    }
+}
