@@ -323,4 +323,30 @@ struct TokenStreamClusterTests {
             }
         }
     }
+
+    /// The publishing node is killed (SIGKILL, a child process) mid-stream: the stream lives in Redis, and the
+    /// surviving node finalizes it, once, with the text its agent had streamed.
+    @Test func aStreamSurvivesItsNodesCrashAndIsFinalizedByAnother() async throws {
+        try await withRedis { redis in
+            let prefix = "k" + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+            var env = ClusterTests.environment(redis, node: "x", prefix: prefix)  // withNodes' node is "a"
+            env["GATEWAY_STREAMS_IDLE_TIMEOUT_SECONDS"] = "1"
+            let child = try GatewayUnderTest.launch(environment: env)
+            defer { child.remove() }
+            try await ClusterTests.withNodes(1, redis: redis, prefix: prefix, extra: ["streams.idle_timeout_seconds": "1"]) { nodes in
+                let b = try await nodes[0].client(.user, sub: "bob", sessions: ["s"])
+                _ = try b.join("s")
+                let agent = try await child.client(.agent, sub: "worker", sessions: ["*"])
+                try StreamFrames.delta(agent, "s", id: "d1", stream: "c", text: "before ")
+                try StreamFrames.delta(agent, "s", id: "d2", stream: "c", text: "the crash")
+                _ = try StreamFrames.events(b, count: 2)
+                try child.kill()
+                let finalized = try b.next(type: "event", timeout: .seconds(8))
+                #expect(finalized.string("id") == "stream:c" && finalized.int("seq") == 1)
+                #expect((finalized["from"] as? [String: Any])?["sub"] as? String == "worker")
+                #expect(StreamFrames.data(finalized)["text"] as? String == "before the crash")
+                #expect(try b.expectSilence(for: .milliseconds(2_500)) == nil, "finalized once")
+            }
+        }
+    }
 }
