@@ -231,6 +231,15 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
             return try body(c)
         } catch {
             reader = nil
+            // A connection made before Redis restarted fails its first command: reads are idempotent, so one fresh
+            // connection gets one more try (refused at once while Redis is down).
+            if let fresh = try? connect() {
+                do {
+                    let value = try body(fresh)
+                    reader = fresh
+                    return value
+                } catch {}
+            }
             readerRetryNs = MonotonicClock.nowNs() + 100_000_000
             throw StoreError(code: "redisUnavailable", description: "\(error)", degradesReadiness: false)
         }
