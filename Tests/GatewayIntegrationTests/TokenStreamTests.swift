@@ -293,6 +293,18 @@ struct TokenStreamClusterTests {
                 _ = try c.join("s", since: 0)
                 #expect(try StreamFrames.events(c, count: 2).map { $0.string("id") } == ["q1", "final"])
                 #expect(try c.expectSilence(for: .milliseconds(500)) == nil, "no snapshot after the final message")
+                // A sub with spaces and colons: the stream's Redis field and push are length-prefixed.
+                let odd = try await nodes[0].client(.agent, sub: "team:a b", sessions: ["*"])
+                try StreamFrames.delta(odd, "s", id: "o1", stream: "x:1", text: "odd ")
+                try await Task.sleep(for: .milliseconds(200))
+                let d = try await nodes[1].client(.user, sub: "dave", sessions: ["s"])
+                _ = try d.join("s")
+                let oddSnapshot = try d.next(type: "event")
+                #expect((oddSnapshot["from"] as? [String: Any])?["sub"] as? String == "team:a b")
+                #expect(StreamFrames.data(oddSnapshot)["full"] as? String == "odd ")
+                try StreamFrames.delta(odd, "s", id: "o2", stream: "x:1", text: "sub")
+                #expect(StreamFrames.data(try d.next(type: "event"))["text"] as? String == "sub")
+                #expect(try d.expectSilence(for: .milliseconds(500)) == nil)
             }
         }
     }

@@ -185,6 +185,9 @@ final class TokenStreams {
     /// Notes the publisher's final message for `key` (before its submit; a refused submit is forgotten later).
     /// False when the table is full (the caller closes the stream at once instead).
     func noteFinal(_ commit: CommitKey, key: StreamKey, nowNs: UInt64) -> Bool {
+        // The order list holds at most maxPending notes: the oldest note goes first (its commit, if still to come,
+        // then closes nothing; the stream goes idle instead).
+        while finalsOrder.count - finalsHead >= Self.maxPending { forgetOldestFinal() }
         guard pending.count < Self.maxPending else { return false }
         pending[commit] = .final(key, sinceNs: nowNs)
         finalsOrder.append((commit, nowNs))
@@ -208,11 +211,15 @@ final class TokenStreams {
     func forgetStaleFinals(nowNs: UInt64) {
         var n = 0
         while finalsHead < finalsOrder.count, n < 1_024, nowNs - finalsOrder[finalsHead].sinceNs > Self.finalForgetNs {
-            let entry = finalsOrder[finalsHead]
-            if case .final(_, let since) = pending[entry.key], since == entry.sinceNs { pending[entry.key] = nil }
-            finalsHead += 1
+            forgetOldestFinal()
             n += 1
         }
+    }
+
+    private func forgetOldestFinal() {
+        let entry = finalsOrder[finalsHead]
+        if case .final(_, let since) = pending[entry.key], since == entry.sinceNs { pending[entry.key] = nil }
+        finalsHead += 1
         if finalsHead > 4_096 && finalsHead * 2 > finalsOrder.count {
             finalsOrder.removeFirst(finalsHead)
             finalsHead = 0
