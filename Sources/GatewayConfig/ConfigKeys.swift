@@ -109,6 +109,8 @@ enum ConfigKeys {
         .init("limits.reads_per_turn", .int(1...256)),
         .init("limits.storage_inbox_bytes", .int(65_536...1_099_511_627_776)),
         .init("limits.total_outbound_bytes", .int(0...1_099_511_627_776)),
+        .init("streams.idle_timeout_seconds", .double(0.1...86_400)),
+        .init("streams.max_per_session", .int(1...100_000)),
         .init("rate_limits.strikes_before_close", .int(1...1_000_000)),
         .init("rate_limits.roles.user.rate_per_second", .double(0...1_000_000)),
         .init("rate_limits.roles.user.burst", .int(0...10_000_000)),

@@ -52,6 +52,8 @@ extension GatewayConfiguration {
         add("limits.reads_per_turn", "\(limits.readsPerTurn)")
         add("limits.storage_inbox_bytes", "\(limits.storageInboxBytes)")
         add("limits.total_outbound_bytes", "\(limits.totalOutboundBytes)")
+        add("streams.idle_timeout_seconds", "\(streams.idleTimeoutSeconds)")
+        add("streams.max_per_session", "\(streams.maxPerSession)")
         add("rate_limits.strikes_before_close", "\(rateLimits.strikesBeforeClose)")
         func describe(_ limit: GatewayConfiguration.RateLimit) -> String {
             limit.isUnlimited ? "unlimited" : "\(limit.ratePerSecond)/s burst \(limit.burst)"

@@ -377,6 +377,12 @@ struct ValueResolver {
         }
         config.limits = limits
 
+        // Token streams.
+        var streams = StreamSettings()
+        streams.idleTimeoutSeconds = try await double("streams.idle_timeout_seconds") ?? streams.idleTimeoutSeconds
+        streams.maxPerSession = try await int("streams.max_per_session") ?? streams.maxPerSession
+        config.streams = streams
+
         // Rate limits.
         var rateLimits = RateLimitSettings()
         rateLimits.strikesBeforeClose =

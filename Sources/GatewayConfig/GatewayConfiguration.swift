@@ -59,6 +59,8 @@ public struct GatewayConfiguration: Sendable, Equatable, CustomStringConvertible
     /// `dedupe.min_window_seconds`: the local engine remembers, per session, at least the last 10,000 publish ids
     /// and at least those of the last this many seconds (0 = the count alone).
     public var dedupeMinWindowSeconds: Int = 300
+    /// `streams.*`: token streams (protocol v1.1 §3).
+    public var streams = StreamSettings()
 
     /// The configuration that ``load(configFile:environment:overrides:)`` yields with no file and no
     /// overrides, except that ``AuthConfiguration/hs256Secret`` is `nil` here (it has no default).
@@ -168,6 +170,18 @@ public struct TLSConfig: Sendable, Equatable {
         self.certPath = certPath
         self.keyPath = keyPath
     }
+}
+
+/// `streams.*`: token streams (`*.delta` publishes with a `data.stream`, protocol v1.1 §3).
+public struct StreamSettings: Sendable, Equatable {
+    /// `streams.idle_timeout_seconds`: a stream with no delta for this long is finalized by the gateway (a durable
+    /// `chat.message` with `status: interrupted`).
+    public var idleTimeoutSeconds: Double = 30
+    /// `streams.max_per_session`: open streams per session; one more open is refused `rate_limited`.
+    public var maxPerSession: Int = 16
+
+    /// The defaults.
+    public init() {}
 }
 
 /// `limits.*`.

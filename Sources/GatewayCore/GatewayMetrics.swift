@@ -37,6 +37,9 @@ final class GatewayMetrics: Sendable {
     let slowConsumerCloses: Counter
     let outboundBudgetCloses: Counter
     let ephemeralDropped: Counter
+    let streamsOpen: Gauge
+    let streamsFinalized: Counter
+    let clusterEphemeralDropped: Counter
     let authFailures: Counter
     let tokenRefreshes: Counter
     let gatewayLeaves: Counter
@@ -89,6 +92,9 @@ final class GatewayMetrics: Sendable {
                 "gateway_outbound_budget_closes_total",
                 "Connections closed 4009 because all queues together passed limits.total_outbound_bytes (largest first)"))
         ephemeralDropped = r.makeCounter(descriptor: Self.describe("gateway_ephemeral_dropped_total", "Ephemeral frames dropped at a full outbound buffer"))
+        streamsOpen = r.makeGauge(descriptor: Self.describe("gateway_streams_open", "Token streams open on this node (opened through it)"))
+        streamsFinalized = r.makeCounter(descriptor: Self.describe("gateway_streams_finalized_total", "Token streams finalized by the gateway (idle or too large): status interrupted appended"))
+        clusterEphemeralDropped = r.makeCounter(descriptor: Self.describe("gateway_cluster_ephemeral_dropped_total", "Ephemeral events not sent to other nodes (the engine's bounded queue was full)"))
         authFailures = r.makeCounter(descriptor: Self.describe("gateway_auth_failures_total", "Refused tokens"))
         tokenRefreshes = r.makeCounter(
             descriptor: Self.describe("gateway_token_refreshes_total", "Tokens renewed in-band (refresh frames accepted)"))

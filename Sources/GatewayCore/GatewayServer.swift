@@ -44,6 +44,8 @@ public final class GatewayServer: @unchecked Sendable {
     let table: SessionTable
     let replay: ReplayPump
     let fanOut: FanOut
+    /// Token streams opened through this node (TokenStreams.swift).
+    let streams: TokenStreams
 
     // MARK: cross-thread
     struct ContextRef: @unchecked Sendable { let ptr: OpaquePointer }  // only used for lws_cancel_service
@@ -123,11 +125,13 @@ public final class GatewayServer: @unchecked Sendable {
             outboundCap: configuration.limits.outboundBufferBytes, logger: logger)
         fanOut = FanOut(table: table, io: io, replay: replay)
         table.onIdle = { [store] session in store.sessionIdle(session: session) }
+        streams = TokenStreams(settings: configuration.streams, maxMessageBytes: configuration.limits.maxMessageBytes)
         io.onOverBudget = { [unowned self] in self.shedOverBudget() }
         replay.onReset = { [unowned self] conn, session in self.endSubscription(conn, session: session, reason: "reset") }
         table.onPresence = { [unowned self] live, key, joined, conn in
             self.presenceChanged(live, key, joined: joined, by: conn)
         }
+        replay.onLive = { [unowned self] conn, sub in self.sendStreamSnapshots(conn, sub) }
     }
 
     /// Binds every configured listener, starts the storage, ticker and service threads, and returns once
@@ -369,6 +373,7 @@ public final class GatewayServer: @unchecked Sendable {
             store.publishMembers(localMembers())
         }
         metrics.storageQueueDepth.set(Double(store.queuedCount))
+        streamsTick(now)
         flushCounters()
         if draining { continueDraining(now) }
     }

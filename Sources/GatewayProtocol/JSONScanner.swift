@@ -262,18 +262,36 @@ public struct JSONScanner: Sendable {
     ///   - range: A string value's range, as reported in ``JSONMember/range``.
     /// - Returns: The unescaped string, or `nil`.
     public static func decodeString(_ bytes: UnsafeRawBufferPointer, range: Range<Int>) -> String? {
-        guard range.lowerBound >= 0, range.upperBound <= bytes.count, range.count >= 2,
-            bytes[range.lowerBound] == Byte.quote, bytes[range.upperBound - 1] == Byte.quote
-        else { return nil }
-        // Re-validate: the caller may pass any range, and a validated string tells us whether it has escapes.
-        var parser = Parser(bytes: bytes, maxNested: 0, maxMembers: 0)
-        parser.index = range.lowerBound
-        guard let hasEscape = try? parser.scanString(), parser.index == range.upperBound else { return nil }
-        let body = UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound + 1)..<(range.upperBound - 1)])
+        guard let (body, hasEscape) = validatedStringBody(bytes, range: range) else { return nil }
         if !hasEscape {
             return String(decoding: body, as: UTF8.self)
         }
         return unescape(body)
+    }
+
+    /// The body (without quotes) of the one valid JSON string at `range`, and whether it has escapes; nil otherwise.
+    /// Re-validates: the caller may pass any range, and a validated string tells whether it has escapes.
+    private static func validatedStringBody(_ bytes: UnsafeRawBufferPointer, range: Range<Int>) -> (UnsafeRawBufferPointer, Bool)? {
+        guard range.lowerBound >= 0, range.upperBound <= bytes.count, range.count >= 2,
+            bytes[range.lowerBound] == Byte.quote, bytes[range.upperBound - 1] == Byte.quote
+        else { return nil }
+        var parser = Parser(bytes: bytes, maxNested: 0, maxMembers: 0)
+        parser.index = range.lowerBound
+        guard let hasEscape = try? parser.scanString(), parser.index == range.upperBound else { return nil }
+        return (UnsafeRawBufferPointer(rebasing: bytes[(range.lowerBound + 1)..<(range.upperBound - 1)]), hasEscape)
+    }
+
+    /// Decodes the JSON string at `range` (quotes included) into its unescaped UTF-8 bytes, without building a
+    /// `String` (token streams append these bytes as they are).
+    ///
+    /// Safe on any input: returns `nil` if `range` is out of bounds or does not hold exactly one valid JSON string.
+    /// - Parameters:
+    ///   - bytes: The buffer that was scanned.
+    ///   - range: A string value's range, as reported in ``JSONMember/range``.
+    /// - Returns: The unescaped UTF-8 bytes, or `nil`.
+    public static func decodeStringBytes(_ bytes: UnsafeRawBufferPointer, range: Range<Int>) -> [UInt8]? {
+        guard let (body, hasEscape) = validatedStringBody(bytes, range: range) else { return nil }
+        return hasEscape ? unescapeBytes(body) : Array(body)
     }
 
     /// Decodes the JSON number at `range` as a non-negative integer.

@@ -25,6 +25,17 @@ public enum JSONWriter {
         buffer.append(Byte.quote)
     }
 
+    /// Appends the UTF-8 bytes `utf8` as a quoted, escaped JSON string (as ``appendString(_:to:)`` does), without
+    /// building a `String` first. The bytes must be valid UTF-8 (for example text a ``JSONScanner`` decoded).
+    /// - Parameters:
+    ///   - utf8: The string's UTF-8 bytes.
+    ///   - buffer: The buffer to append to.
+    public static func appendString(utf8: UnsafeRawBufferPointer, to buffer: inout [UInt8]) {
+        buffer.append(Byte.quote)
+        appendEscaped(utf8.assumingMemoryBound(to: UInt8.self), to: &buffer)
+        buffer.append(Byte.quote)
+    }
+
     static func appendEscaped(_ utf8: UnsafeBufferPointer<UInt8>, to buffer: inout [UInt8]) {
         let n = utf8.count
         var runStart = 0

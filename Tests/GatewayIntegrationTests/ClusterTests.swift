@@ -23,16 +23,17 @@ struct ClusterTests {
         ["storage.engine": "redis", "redis.url": redis.url, "redis.key_prefix": prefix, "cluster.node_id": node]
     }
 
-    /// `count` in-process nodes sharing one key prefix on `redis`; always stopped afterwards.
+    /// `count` in-process nodes sharing one key prefix on `redis` (plus `extra` settings); always stopped afterwards.
     static func withNodes<R>(
         _ count: Int, redis: RedisServer, prefix: String = "c" + String(UInt32.random(in: 0...UInt32.max), radix: 16),
-        _ body: ([GatewayUnderTest]) async throws -> R
+        extra: [String: String] = [:], _ body: ([GatewayUnderTest]) async throws -> R
     ) async throws -> R {
         var nodes: [GatewayUnderTest] = []
         do {
             for i in 0..<count {
                 let node = String(UnicodeScalar(UInt8(97 + i)))
-                nodes.append(try await GatewayUnderTest.start(settings: settings(redis, node: node, prefix: prefix)))
+                nodes.append(
+                    try await GatewayUnderTest.start(settings: settings(redis, node: node, prefix: prefix).merging(extra) { $1 }))
             }
             let result = try await body(nodes)
             for n in nodes { try await n.stop() }

@@ -280,10 +280,10 @@ extension GatewayServer {
             x.pendingKey = key
             pendingHTTPPublishes[key] = x
             return 0
-        case .ephemeral(let frame):
+        case .ephemeral(let frame, let stream):
             metrics.acks.increment()
             let reply = queueReply(x, .init(status: 200, body: publishReply(id: p.id, session: p.session, seq: nil)))
-            fanOut.ephemeral(session: p.session, frame: frame)
+            ephemeralFanOut(p.session, frame: frame, stream: stream)
             return reply
         case .rateLimited:
             guard retryAfter > 0 else {

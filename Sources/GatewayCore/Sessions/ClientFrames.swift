@@ -148,7 +148,7 @@ extension GatewayServer {
         let cursor =
             j.last.map { JoinCursor(last: $0, head: head, firstHeld: firstHeld) }
             ?? JoinCursor(since: j.since, epoch: j.epoch, head: head, firstHeld: firstHeld, storeEpoch: store.epoch)
-        _ = table.subscribe(
+        let sub = table.subscribe(
             conn, session: j.session, nextSeq: cursor.nextSeq, catchingUp: cursor.catchingUp, presence: j.presence,
             lastEventMs: summary?.lastTimestampMs ?? 0)
         let presence = j.presence ? table.live[j.session]?.presenceList(viewerIsOperator: conn.principal?.role == .operator) : nil
@@ -158,6 +158,7 @@ extension GatewayServer {
                 session: j.session, head: head, epoch: store.epoch, trimmedFirst: cursor.trimmedFirst, reset: cursor.reset,
                 presence: presence ?? (j.presence ? [] : nil)),
             control: true)
+        streamsJoined(conn, sub)
         if cursor.catchingUp { replay.pump(conn) }
     }
 
@@ -219,10 +220,10 @@ extension GatewayServer {
         switch outcome {
         case .submitted:
             break
-        case .ephemeral(let frame):
+        case .ephemeral(let frame, let stream):
             io.send(conn, Wire.ack(id: p.id, session: p.session, seq: nil, duplicate: false), control: true)
             metrics.acks.increment()
-            fanOut.ephemeral(session: p.session, frame: frame)
+            ephemeralFanOut(p.session, frame: frame, stream: stream)
         case .rateLimited:
             if conn.strikes > config.rateLimits.strikesBeforeClose {
                 io.close(conn, code: 4008, reason: "rate limit exceeded", urgent: true)
@@ -245,13 +246,20 @@ extension GatewayServer {
         let decision = principal.mayPublish(session: p.session, kind: p.kind)
         if !decision.isAllowed { return .refused(.forbidden, decision.reason) }
         if !takeToken() { return .rateLimited }
+        // Token streams (v1.1 §3): reserved ids, delta validation and accumulation, final messages noted.
+        let streamDelta: StreamAppend?
+        switch streamScreen(p, principal, origin: origin) {
+        case .refused(let code, let message): return .refused(code, message)
+        case .pass(let delta): streamDelta = delta
+        }
         let now = WallClock.nowMs()
         if p.isEphemeral {
             metrics.eventsInEphemeral.increment()
             return .ephemeral(
                 EventFrames.event(
                     session: p.session, seq: nil, id: p.id, kind: p.kind, sub: principal.sub,
-                    role: principal.role.rawValue, timestampMs: now, data: p.data))
+                    role: principal.role.rawValue, timestampMs: now, data: p.data),
+                stream: streamDelta)
         }
         switch p.kind {
         case let k where k.hasPrefix("chat."): metrics.eventsInChat.increment()
@@ -285,6 +293,10 @@ extension GatewayServer {
                 handleCommitted(r)
             case .remote(let session, let seq, let frame):
                 if table.committed(session: session, seq: seq) { fanOut.durable(session: session, seq: seq, frame: frame) }
+            case .ephemeral(let session, let frame, let stream):
+                fanOut.ephemeral(session: session, frame: frame, stream: stream)
+            case .streamsIdle(let session, let idle):
+                finalizeIdle(session: session, idle)
             case .head(let summary):
                 learnedHead(summary)
             case .joinReady(let session, let summary):
@@ -309,6 +321,7 @@ extension GatewayServer {
 
     /// One committed (or refused) publish of this node: ack the publisher, then fan the event out.
     private func handleCommitted(_ r: CommitResult) {
+        streamCommitted(r)
         let publisher = connections[r.connection]
         // An HTTP API publish is keyed like a connection (HTTP/HTTPAPI.swift); its reply goes out on its own wsi.
         if publisher == nil, let exchange = pendingHTTPPublishes.removeValue(forKey: r.connection) {
@@ -359,8 +372,9 @@ extension GatewayServer {
 enum PublishOutcome {
     /// Durable and queued for the store: the answer comes with its commit result.
     case submitted
-    /// Ephemeral: the event frame to fan out once the publisher was answered (no `seq`).
-    case ephemeral([UInt8])
+    /// Ephemeral: the event frame to fan out once the publisher was answered (no `seq`), with the token-stream delta
+    /// it carries for the other nodes of a cluster (``GatewayServer/ephemeralFanOut(_:frame:stream:)``).
+    case ephemeral([UInt8], stream: StreamAppend?)
     /// Over the caller's rate limit (nothing was stored or fanned out).
     case rateLimited
     /// Refused (`forbidden`, `unavailable`) with its message; nothing was stored or fanned out.

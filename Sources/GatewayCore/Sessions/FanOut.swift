@@ -53,6 +53,20 @@ final class FanOut {
         }
     }
 
+    /// An ephemeral event another node fanned out (cluster mode). A token-stream delta is skipped for a subscriber
+    /// whose snapshot already held it (``Subscription/streamFloors``).
+    func ephemeral(session: String, frame: [UInt8], stream: StreamPosition?) {
+        guard let stream else { return ephemeral(session: session, frame: frame) }
+        guard let live = table.live[session] else { return }
+        for sub in live.subscribers.values where !sub.catchingUp {
+            if !sub.streamFloors.isEmpty, let floor = sub.streamFloors[stream.key] {
+                if stream.endOffset <= floor { continue }
+                sub.streamFloors[stream.key] = nil
+            }
+            if io.send(sub.connection, frame, ephemeral: true) { ephemeral += 1 }
+        }
+    }
+
     /// Durable and ephemeral deliveries since the last call.
     func takeCounts() -> (durable: Int, ephemeral: Int) {
         defer { durable = 0; ephemeral = 0 }

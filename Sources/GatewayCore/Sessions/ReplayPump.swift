@@ -18,6 +18,9 @@ final class ReplayPump {
     static let readAttempts = 3
     /// Ends a subscription that cannot continue without a gap (`left` with reason `reset`, protocol v1.1 §5).
     var onReset: (Connection, String) -> Void = { _, _ in }
+    /// Called when a subscription that was joined with a snapshot pending (``Subscription/snapshotPending``) turns
+    /// live, after its replay was queued: the token-stream snapshots go right behind it (TokenStreams.swift).
+    var onLive: ((Connection, Subscription) -> Void)?
 
     init(store: any EventStore, table: SessionTable, io: ConnectionIO, chunkEvents: Int, outboundCap: Int, logger: Logger) {
         self.store = store
@@ -35,8 +38,7 @@ final class ReplayPump {
             if conn.queuedBytes >= lowWater || conn.phase != .active { break }
             let ackedHead = table.ackedHead(session)
             if sub.nextSeq > ackedHead {
-                sub.catchingUp = false
-                conn.catchingUpCount -= 1
+                turnLive(conn, sub)
                 continue
             }
             // A failing read is retried a bounded number of times; then the subscription cannot continue without a
@@ -74,11 +76,16 @@ final class ReplayPump {
                 delivered += 1
             }
             if events.isEmpty || sub.nextSeq > ackedHead {
-                sub.catchingUp = false
-                conn.catchingUpCount -= 1
+                turnLive(conn, sub)
             }
         }
         if conn.hasQueued { io.requestWrite(conn) }
+    }
+
+    private func turnLive(_ conn: Connection, _ sub: Subscription) {
+        sub.catchingUp = false
+        conn.catchingUpCount -= 1
+        if sub.snapshotPending { onLive?(conn, sub) }
     }
 
     /// Replayed deliveries since the last call.

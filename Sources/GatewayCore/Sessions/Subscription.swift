@@ -14,6 +14,13 @@ final class Subscription {
     var catchingUp: Bool
     /// Whether this subscription receives presence frames (`join` with `"presence": true`, v1.1 §2).
     var presence = false
+    /// Set by a `join`: the token-stream snapshots are still to be sent, once the replay is queued and the
+    /// subscription turns live (protocol v1.1 §3).
+    var snapshotPending = false
+    /// Cluster mode: for each stream of another node in this subscription's snapshot, the stream's length (bytes)
+    /// the snapshot held; a pushed delta ending at or below it is already in the snapshot and is skipped. Cleared
+    /// per stream by the first delta past it (deltas of a stream arrive in order). Empty outside a snapshot.
+    var streamFloors: [StreamKey: Int] = [:]
 
     init(session: String, connection: Connection, nextSeq: UInt64, catchingUp: Bool) {
         self.session = session

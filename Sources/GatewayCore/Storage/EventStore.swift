@@ -41,6 +41,22 @@ protocol EventStore: AnyObject, Sendable {
     /// about once a second).
     func publishMembers(_ counts: [String: MemberCounts])
 
+    /// Whether ephemeral events and token streams are shared with other nodes through the engine (cluster mode). When
+    /// false (the local engine), ``publishEphemeral(_:)`` and ``closeStream(session:sub:id:)`` do nothing,
+    /// ``openStreams(session:)`` returns none and the gateway finalizes idle streams itself.
+    var sharesStreams: Bool { get }
+    /// Hands an ephemeral event this node fanned out to the other nodes (cluster mode), with the token-stream delta it
+    /// carries, if any (the engine appends it to the stream's shared text). Never blocks: the engine's writer sends
+    /// it with its next pipelined batch; when its bounded queue is full the event is dropped for other nodes
+    /// (counted), as an ephemeral event a slow subscriber cannot take is.
+    func publishEphemeral(_ event: EphemeralPublish)
+    /// The stream (session, sub, id) was closed (its final message or its finalize committed): the engine forgets
+    /// its shared text. Never blocks (queued for the writer).
+    func closeStream(session: String, sub: String, id: String)
+    /// The open streams of `session` held by the other nodes of a cluster, as a snapshot for a joiner (service
+    /// thread; one pipelined read). Empty for a single-node engine or when the read fails.
+    func openStreams(session: String) -> [StreamSnapshot]
+
     /// Starts the engine's threads. `wake` is called (from any thread) after results were queued;
     /// `onFatal` once when the engine can no longer be trusted to write (the gateway drains and exits).
     func start(wake: @escaping @Sendable () -> Void, onFatal: @escaping @Sendable (String) -> Void)
@@ -113,6 +129,13 @@ enum StoreUpdate: Sendable {
     case committed(CommitResult)
     /// An event another node committed (a shared engine), with its frame: fan it out.
     case remote(session: String, seq: UInt64, frame: [UInt8])
+    /// An ephemeral event another node fanned out (a shared engine): fan it out to live subscribers. `stream` is set
+    /// for a token-stream delta: the stream and its length after the delta (subscribers whose snapshot already holds
+    /// it skip it).
+    case ephemeral(session: String, frame: [UInt8], stream: StreamPosition?)
+    /// Streams of `session` a shared engine found idle for `streams.idle_timeout_seconds` and claimed for this node
+    /// (one node at a time claims each): the gateway appends their finalize events.
+    case streamsIdle(session: String, streams: [StreamSnapshot])
     /// The session's committed head as read from the store (after a resubscription or a periodic check); events
     /// up to it may not have been seen: subscribers behind it catch up from the store.
     case head(StoreSummary)
@@ -127,6 +150,46 @@ enum StoreUpdate: Sendable {
     /// in flight: the drain need not wait for them, and their clients, closed by the drain, re-publish with the
     /// same id after the restart (dedupe answers those the reopened log holds).
     case abandoned(count: Int)
+}
+
+/// An ephemeral event for the other nodes of a cluster (``EventStore/publishEphemeral(_:)``).
+struct EphemeralPublish: Sendable {
+    var session: String
+    /// The event frame as this node fanned it out.
+    var frame: [UInt8]
+    /// The token-stream delta the event carries, if any.
+    var stream: StreamAppend?
+}
+
+/// One token-stream delta for a shared engine: the stream, what opened it, this delta's text and the stream's length
+/// after it (the publishing node keeps the stream's text and its length; the engine only appends).
+struct StreamAppend: Sendable {
+    var key: StreamKey
+    /// Kind of the delta that opened the stream, and the publisher's role.
+    var kind: String
+    var role: String
+    /// This delta's text (UTF-8, unescaped).
+    var text: [UInt8]
+    /// The stream's length in bytes after this delta.
+    var endOffset: Int
+    /// Time of the delta (Unix ms).
+    var timestampMs: Int64
+}
+
+/// A delta's place in its stream, as another node pushed it.
+struct StreamPosition: Sendable, Equatable {
+    var key: StreamKey
+    var endOffset: Int
+}
+
+/// One open stream as a shared engine holds it (``EventStore/openStreams(session:)``, ``StoreUpdate/streamsIdle(session:streams:)``).
+struct StreamSnapshot: Sendable {
+    var key: StreamKey
+    var kind: String
+    var role: String
+    /// Time of its latest delta (Unix ms).
+    var timestampMs: Int64
+    var text: [UInt8]
 }
 
 /// One durable publish on its way to the store.

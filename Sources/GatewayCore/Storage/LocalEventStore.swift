@@ -137,6 +137,12 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
     func clusterMembers() -> [String: MemberCounts]? { nil }
     func publishMembers(_ counts: [String: MemberCounts]) {}
 
+    // One node: ephemeral events and token streams stay on it (the gateway keeps streams in memory).
+    var sharesStreams: Bool { false }
+    func publishEphemeral(_ event: EphemeralPublish) {}
+    func closeStream(session: String, sub: String, id: String) {}
+    func openStreams(session: String) -> [StreamSnapshot] { [] }
+
     var batchesCommitted: Int { batches.load(ordering: .relaxed) }
 
     // MARK: - writes

@@ -178,7 +178,8 @@ struct Engine {
     let nReset = StaticBytes("\"reset\":true")
     let nHdrEnd = StaticBytes("\r\n\r\n")
     let publishMid: StaticBytes
-    let dataMid = StaticBytes(",\"p\":\"")
+    /// `,"p":"`, or `,"stream":"lt","text":"` with `--stream` / `,"text":"` with `--text-bytes`.
+    let dataMid: StaticBytes
     let dataEnd = StaticBytes("\"}}")
     let nonce: String
     var prefixes: [StaticBytes] = []  // per publisher connection (indexed by conn index; empty for others)
@@ -193,7 +194,7 @@ struct Engine {
         self.resFd = resFd
         rxCap = options.recvBuffer
         rx = .allocate(capacity: rxCap + 64)
-        scratchCap = options.size + 1024
+        scratchCap = max(options.size, options.textBytes?.upperBound ?? 0) + 1024
         scratch = .allocate(capacity: scratchCap)
         events = .allocate(capacity: 1024)
         epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
@@ -220,6 +221,7 @@ struct Engine {
         if options.ephemeral { mid += "\"ephemeral\":true," }
         mid += "\"data\":{\"t\":"
         publishMid = StaticBytes(mid)
+        dataMid = StaticBytes(options.stream ? ",\"stream\":\"lt\",\"text\":\"" : options.textBytes != nil ? ",\"text\":\"" : ",\"p\":\"")
 
         // This process's share of the connections, round-robin over processes (like wsload).
         var list: [Conn] = []
@@ -1127,7 +1129,10 @@ struct Engine {
             let dataStart = w - 5  // `data` is `{"t":T,"p":"xx…"}`: its `{"t":` ends publishMid
             w += writeDecimal(b + w, t)
             w += put(b + w, dataMid)
-            let pad = max(o.size - ((w - dataStart) + 2), 0)  // pad `data` to --size bytes with its closing `"}`
+            // Pad `data` to --size bytes with its closing `"}`, or fill MIN-MAX bytes of text (varied by k).
+            let pad =
+                o.textBytes.map { $0.lowerBound + Int(UInt64(k) &* 2_654_435_761 % UInt64($0.count)) }
+                ?? max(o.size - ((w - dataStart) + 2), 0)
             (b + w).update(repeating: 120, count: pad)
             w += pad
             w += put(b + w, dataEnd)

@@ -54,6 +54,11 @@ struct Options: Sendable {
     var maxOutbound = 1 << 20
     var eventKind = "progress"
     var ephemeral = false
+    /// Gateway publishes: `data` carries `"stream":"lt"` (a token stream per publisher, protocol v1.1 §3) and the
+    /// filler goes in `"text"`.
+    var stream = false
+    /// Gateway publishes: the filler text is MIN-MAX bytes (varied per message) instead of padding `data` to `size`.
+    var textBytes: ClosedRange<Int>? = nil
     /// ramp: stop when delivered/s grows less than this fraction over the best so far...
     var rampMinGrowth = 0.05
     /// ...or falls under this fraction of the offered deliveries/s.
@@ -183,6 +188,13 @@ extension Options {
         case "max-outbound": maxOutbound = try int()
         case "event-kind": eventKind = v
         case "ephemeral": ephemeral = bool()
+        case "stream": stream = bool()
+        case "text-bytes":
+            let parts = v.split(separator: "-").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard parts.count == 2, parts[0] >= 0, parts[0] <= parts[1], parts[1] <= 65_536 else {
+                throw OptionsError.bad("--text-bytes: expected MIN-MAX (0-65536), got \(v)")
+            }
+            textBytes = parts[0]...parts[1]
         case "ramp-min-growth": rampMinGrowth = try dbl()
         case "ramp-min-ratio": rampMinRatio = try dbl()
         case "behind": behind = try int()
@@ -254,6 +266,9 @@ let usageText = """
       --behind N --catchup-timeout S                         resume-storm
       --churn-clients N --churn-life-min-ms --churn-life-max-ms --churn-pause-ms   churn
       --event-kind progress --ephemeral true|false           gateway publishes
+      --stream true|false        gateway publishes: data {"t":T,"stream":"lt","text":"xx…"} (one token stream per
+                                 publisher) instead of {"t":T,"p":"xx…"}
+      --text-bytes MIN-MAX       gateway publishes: filler of MIN-MAX bytes, varied per message (instead of --size)
       --label TEXT --peer NAME --note TEXT                   copied into the JSON line
       --recv-buffer BYTES --max-outbound BYTES --table false
       --tls [true|false]         wss:// instead of ws://: TCP connect, TLS handshake, then the same upgrade and

@@ -33,16 +33,26 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
     let settings: RedisSettings
     let nodeID: String
     let keys: RedisKeys
-    private let logger: Logger
-    private let metrics: GatewayMetrics
+    let logger: Logger
+    let metrics: GatewayMetrics
     private static let maxQueued = 65_536
+    /// Bounds of the queue of ephemeral events (and stream closes) for other nodes: beyond them an event is not sent
+    /// to other nodes (counted in `gateway_cluster_ephemeral_dropped_total`).
+    static let maxOutgoing = 65_536
+    static let maxOutgoingBytes = 64 << 20
+    /// `streams.idle_timeout_seconds` in ms; the safety-net expiry of a stream's keys; how long a claim of an idle
+    /// stream holds before another node may claim it again.
+    let streamIdleMs: Int64
+    var streamTTLMs: Int64 { streamIdleMs * 2 + 60_000 }
+    var streamClaimMs: Int64 { max(10_000, Int64(settings.timeoutSeconds * 4_000)) }
+    private let idleScanEveryNs: UInt64 = 1_000_000_000
     private let maxBatch = 2_048
     /// A session without local members stays followed this long (a reconnecting browser finds it warm).
     private let lingerNs: UInt64 = 30_000_000_000
     private let probeAfterNs: UInt64 = 5_000_000_000
     private let headCheckEveryNs: UInt64 = 10_000_000_000
 
-    private struct Shared {
+    struct Shared {
         /// Publishes waiting for the writer, bounded by count and by `limits.storage_inbox_bytes` (released when
         /// answered).
         var inbox: StorageInbox
@@ -65,11 +75,16 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
         var idleSince: [String: UInt64] = [:]
         /// This node's latest subscriber counts, for the subscriber thread to publish.
         var members: [String: MemberCounts]? = nil
+        /// Ephemeral events for other nodes and stream closes, for the writer's next batch (bounded: ``maxOutgoing``,
+        /// ``maxOutgoingBytes``).
+        var outgoing: [EphemeralPublish] = []
+        var outgoingBytes = 0
+        var closes: [(String, StreamKey)] = []
     }
-    private let shared: Mutex<Shared>
+    let shared: Mutex<Shared>
     private let epochBox = Mutex<String>("")
     private let batches = Atomic<Int>(0)
-    private let wakeWriter = DispatchSemaphore(value: 0)
+    let wakeWriter = DispatchSemaphore(value: 0)
     /// Wakes the subscriber thread out of `poll`: a non-blocking pipe (read end polled, write end signalled).
     private let subscriberEvent: Int32
     private let subscriberSignal: Int32
@@ -89,7 +104,7 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
         let node = configuration.nodeID ?? randomHex(bytes: 4)
         let store = RedisEventStore(
             settings: configuration.redis, nodeID: node, inboxBytes: configuration.limits.storageInboxBytes,
-            metrics: metrics, logger: logger)
+            streamIdleSeconds: configuration.streams.idleTimeoutSeconds, metrics: metrics, logger: logger)
         do {
             let c = try store.connect()
             let problems = try store.durabilityProblems(c)
@@ -117,8 +132,9 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
 
     init(
         settings: RedisSettings, nodeID: String, inboxBytes: Int = LimitSettings().storageInboxBytes,
-        metrics: GatewayMetrics, logger: Logger
+        streamIdleSeconds: Double = StreamSettings().idleTimeoutSeconds, metrics: GatewayMetrics, logger: Logger
     ) {
+        self.streamIdleMs = Int64(streamIdleSeconds * 1_000)
         self.shared = Mutex(Shared(inbox: StorageInbox(maxCount: Self.maxQueued, maxBytes: inboxBytes)))
         self.settings = settings
         self.nodeID = nodeID
@@ -197,7 +213,7 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
 
     func sessionSummaries() -> [StoreSummary] { [] }
 
-    private func withReader<T>(_ body: (RedisConnection) throws(RedisError) -> T) throws(StoreError) -> T {
+    func withReader<T>(_ body: (RedisConnection) throws(RedisError) -> T) throws(StoreError) -> T {
         if reader == nil {
             let now = MonotonicClock.nowNs()
             guard now >= readerRetryNs else {
@@ -215,6 +231,15 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
             return try body(c)
         } catch {
             reader = nil
+            // A connection made before Redis restarted fails its first command: reads are idempotent, so one fresh
+            // connection gets one more try (refused at once while Redis is down).
+            if let fresh = try? connect() {
+                do {
+                    let value = try body(fresh)
+                    reader = fresh
+                    return value
+                } catch {}
+            }
             readerRetryNs = MonotonicClock.nowNs() + 100_000_000
             throw StoreError(code: "redisUnavailable", description: "\(error)", degradesReadiness: false)
         }
@@ -465,8 +490,30 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
                 }
             }
             guard let c = conn else { continue }
-            let batch = shared.withLock { q in q.inbox.take(upTo: maxBatch) }
+            // Ephemeral events and closes queued before the batch go first: a remote browser sees a stream's deltas
+            // before its final message.
+            let (batch, events, closes) = shared.withLock { q in
+                let side = (q.outgoing, q.closes)
+                q.outgoing.removeAll(keepingCapacity: true)
+                q.outgoingBytes = 0
+                q.closes.removeAll(keepingCapacity: true)
+                return (q.inbox.take(upTo: maxBatch), side.0, side.1)
+            }
+            if !events.isEmpty || !closes.isEmpty {
+                do {
+                    try sendStreamCommands(events, closes: closes, on: c)
+                } catch {
+                    logger.error("redis write of ephemeral events failed; reconnecting", metadata: ["error": "\(error)"])
+                    metrics.clusterEphemeralDropped.increment(by: Int64(events.count))
+                    conn = nil
+                    shared.withLock { $0.writerUp = false }
+                    answer(batch.map { ($0, .failure(Self.unavailable("redis write failed"))) })
+                    continue
+                }
+                lastActivityNs = MonotonicClock.nowNs()
+            }
             if batch.isEmpty {
+                if !events.isEmpty || !closes.isEmpty { continue }
                 if stopping { break }
                 if wakeWriter.wait(timeout: .now() + .seconds(1)) == .timedOut {
                     // Idle: make sure the connection still works, so the next publish does not find it dead.
@@ -631,6 +678,7 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
         var probeSentNs: UInt64? = nil
         var lastHeadCheckNs = MonotonicClock.nowNs()
         var lastMembersNs: UInt64 = 0
+        var lastIdleScanNs: UInt64 = 0
         let probe = keys.probe(node: nodeID)
 
         func dropped(_ error: any Error) {
@@ -770,7 +818,13 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
                     emit(out)
                 }
 
-                // 6. This node's subscriber counts, for `/v1/sessions` on every node.
+                // 6. Idle token streams, claimed for this node (RedisStreams.swift).
+                if t - lastIdleScanNs > idleScanEveryNs {
+                    lastIdleScanNs = t
+                    emit(try claimIdleStreams(c))
+                }
+
+                // 7. This node's subscriber counts, for `/v1/sessions` on every node.
                 if let members {
                     lastMembersNs = t
                     try publishMembers(members, on: c)
@@ -810,8 +864,15 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
                 return
             }
             guard let session = keys.session(ofChannel: channel), f.subscribed.contains(session),
-                case .string(let payload) = parts[2], let event = Self.parsePush(payload)
+                case .string(let payload) = parts[2]
             else { return }
+            if payload.first == UInt8(ascii: "e") {
+                if let e = Self.parseEphemeralPush(payload), !e.node.elementsEqual(nodeID.utf8) {
+                    updates.append(.ephemeral(session: session, frame: e.frame, stream: e.stream))
+                }
+                return
+            }
+            guard let event = Self.parsePush(payload) else { return }
             f.lastSeen[session] = max(f.lastSeen[session] ?? 0, event.seq)
             updates.append(.remote(session: session, seq: event.seq, frame: event.frame))
         default:

@@ -14,6 +14,31 @@ struct RedisKeys: Sendable {
     static let dedupeBuckets = 64
     /// Pub/sub channel of the session's durable events (`<seq> <node> <ts> <frame>`).
     func channel(_ session: String) -> String { "\(prefix):{\(session)}:ch" }
+    /// STRING: a token stream's text so far (UTF-8, appended per delta); field = ``streamField(_:)``.
+    func streamText(_ session: String, field: [UInt8]) -> [UInt8] { Array(sessionKeyPrefix(session).utf8) + Array("st:".utf8) + field }
+    /// STRING with a expiry: a node's claim of an idle stream (its finalize is under way).
+    func streamClaim(_ session: String, field: [UInt8]) -> [UInt8] { Array(sessionKeyPrefix(session).utf8) + Array("sc:".utf8) + field }
+    /// HASH: the session's open streams; field = ``streamField(_:)``, value = `<last delta ms> <node> <role> <kind>`.
+    func streamIndex(_ session: String) -> String { "\(sessionKeyPrefix(session))sx" }
+    /// ZSET of sessions with open streams, scored at or below their oldest stream's last delta (ms).
+    var streamSessions: String { "\(prefix):streams" }
+    /// `<prefix>:{S}:`, the start of every key of the session.
+    func sessionKeyPrefix(_ session: String) -> String { "\(prefix):{\(session)}:" }
+
+    /// A stream's field in its session's keys: `<sub length in bytes>:<sub>:<stream id>` (sub may hold any character;
+    /// stream ids have no space).
+    static func streamField(_ key: StreamKey) -> [UInt8] { Array("\(key.sub.utf8.count):\(key.sub):\(key.id)".utf8) }
+
+    /// The stream of a ``streamField(_:)`` (nil if malformed).
+    static func streamKey(field: [UInt8]) -> StreamKey? {
+        guard let colon = field.firstIndex(of: UInt8(ascii: ":")),
+            let n = Int(String(decoding: field[..<colon], as: UTF8.self)), n >= 0, colon + 1 + n < field.count,
+            field[colon + 1 + n] == UInt8(ascii: ":")
+        else { return nil }
+        let id = String(decoding: field[(colon + 2 + n)...], as: UTF8.self)
+        guard !id.isEmpty else { return nil }
+        return StreamKey(sub: String(decoding: field[(colon + 1)..<(colon + 1 + n)], as: UTF8.self), id: id)
+    }
     /// STRING: the cluster's epoch (created once with `SET NX`; a new one means Redis lost its data).
     var epoch: String { "\(prefix):epoch" }
     /// ZSET of live nodes, scored by their latest heartbeat (ms).
