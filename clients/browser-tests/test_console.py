@@ -322,7 +322,6 @@ def test_console_presence_and_load_older(tls_gateway: GatewayProcess, browser: A
         agent.thread.join(20)
 
 
-@pytest.mark.skipif(os.environ.get("GATEWAY_HAS_STREAMS") != "1", reason="the gateway build has no token streams (set GATEWAY_HAS_STREAMS=1)")
 def test_console_shows_an_answer_streaming_when_the_page_loads(tls_gateway: GatewayProcess, browser: Any) -> None:
     session = "proj-snapshot"
     assert tls_gateway.tls_dir

@@ -100,7 +100,8 @@ describe('gateway client', { timeout: 120_000 }, () => {
     const resets = [];
     other.on('reset', (r) => resets.push(r));
     const seen = [];
-    await other.join('s-replay', { since: 99, onEvent: (e) => seen.push(e.seq) });
+    // (The delta above opened token stream r1, never closed: the joiner also gets its snapshot, without a seq.)
+    await other.join('s-replay', { since: 99, onEvent: (e) => { if (e.seq !== undefined) seen.push(e.seq); } });
     await waitFor(() => seen.length === 6, 5000, 'reset replay');
     assert.deepEqual(seen, [1, 2, 3, 4, 5, 6]);
     assert.equal(resets.length, 1);

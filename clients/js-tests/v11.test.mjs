@@ -1,6 +1,6 @@
 // Protocol v1.1 in the browser client against the real gateway: in-band token refresh, presence, history
-// paging and join `last`, `left` forbidden after a narrowing refresh; token streams (skipped unless the gateway
-// build supports them: GATEWAY_HAS_STREAMS=1).
+// paging and join `last`, `left` forbidden after a narrowing refresh; token streams (snapshot, deltas, final
+// message, gateway-finalized interrupted stream).
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -10,7 +10,6 @@ import { Gateway, WebSocket, mintToken, sleep, waitFor } from './harness.mjs';
 
 const T = { timeout: 60_000 };
 const fast = { backoffInitialMs: 50, backoffMaxMs: 500 };
-const HAS_STREAMS = process.env.GATEWAY_HAS_STREAMS === '1';
 
 /** A TCP proxy that can cut every connection (to force reconnects). */
 class Proxy {
@@ -253,7 +252,7 @@ describe('protocol v1.1: presence, history, join last', { timeout: 120_000 }, ()
     await assert.rejects(viewer.join('x', { last: 2, since: 1 }), /last/);
   });
 
-  test('token streams: snapshot for a late joiner, deltas appended, replaced by the final message', { ...T, skip: HAS_STREAMS ? false : 'the gateway build has no token streams (set GATEWAY_HAS_STREAMS=1)' }, async () => {
+  test('token streams: snapshot for a late joiner, deltas appended, replaced by the final message', { ...T }, async () => {
     const S = 's-streams';
     const agent = open({ getToken: () => gw.token({ sub: 'writer', role: 'agent', sessions: ['*'] }) });
     await agent.ready();
@@ -277,7 +276,7 @@ describe('protocol v1.1: presence, history, join last', { timeout: 120_000 }, ()
 });
 
 describe('protocol v1.1: streams finalized by the gateway', { timeout: 60_000 }, () => {
-  test('an abandoned stream ends as an interrupted chat.message with id stream:<ID>', { ...T, skip: HAS_STREAMS ? false : 'the gateway build has no token streams (set GATEWAY_HAS_STREAMS=1)' }, async () => {
+  test('an abandoned stream ends as an interrupted chat.message with id stream:<ID>', { ...T }, async () => {
     const gw = await new Gateway({ env: { GATEWAY_STREAMS_IDLE_TIMEOUT_SECONDS: '1' } }).start();
     const clients = [];
     try {

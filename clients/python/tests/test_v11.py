@@ -20,7 +20,6 @@ from samokoder_gateway import (
     PresenceChange,
 )
 
-HAS_STREAMS = os.environ.get("GATEWAY_HAS_STREAMS") == "1"
 
 
 async def wait_until(pred, timeout: float = 10.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
@@ -289,7 +288,6 @@ def test_stream_helper_marks_cancelled_and_failed(gateway: GatewayProcess) -> No
     run(body)
 
 
-@pytest.mark.skipif(not HAS_STREAMS, reason="the gateway build has no token streams (set GATEWAY_HAS_STREAMS=1)")
 def test_stream_snapshot_for_a_late_joiner(gateway: GatewayProcess) -> None:
     S = "py-stream-snap"
 
