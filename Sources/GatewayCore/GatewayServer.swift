@@ -80,6 +80,10 @@ public final class GatewayServer: @unchecked Sendable {
     var httpBuckets = SubBuckets(capacity: GatewayServer.maxHTTPRateBuckets)
     /// Set while ``shedOverBudget()`` runs (its closes must not start it again).
     var shedding = false
+    /// Cluster presence: when the watched sessions were last re-read, and where the round robin stands.
+    var lastPresenceRefreshNs: UInt64 = 0
+    var presenceRefreshCursor = 0
+    static let presenceRefreshPerTick = 32
     /// Joins waiting for the store, per session (cluster mode), in arrival order.
     var pendingJoins: [String: [PendingJoin]] = [:]
     /// How long a join may wait for the store before it is answered `unavailable`.
@@ -130,6 +134,9 @@ public final class GatewayServer: @unchecked Sendable {
         replay.onReset = { [unowned self] conn, session in self.endSubscription(conn, session: session, reason: "reset") }
         table.onPresence = { [unowned self] live, key, joined, conn in
             self.presenceChanged(live, key, joined: joined, by: conn)
+        }
+        if store.sharesStreams {
+            table.onSubjectCount = { [store] live, key, conns in store.publishPresence(session: live.id, key: key, conns: conns) }
         }
         replay.onLive = { [unowned self] conn, sub in self.sendStreamSnapshots(conn, sub) }
     }
@@ -363,6 +370,7 @@ public final class GatewayServer: @unchecked Sendable {
         metrics.outboundQueueBytes.set(Double(total))
         // Replay refills queues without going through `send`: the budget is checked here too.
         if io.isOverBudget { shedOverBudget() }
+        refreshRemotePresence(now)
         if !pendingJoins.isEmpty {
             for session in Array(pendingJoins.keys) {
                 failPendingJoins(session: session, reason: "timeout") { $0.deadlineNs > now }

@@ -314,3 +314,54 @@ struct ProtocolV11Tests {
         }
     }
 }
+
+/// Presence across the nodes of a cluster (protocol v1.1 §2 and §7): two nodes on one real `redis-server`. Runs in
+/// the cluster pass of scripts/test.sh (the name matches `ClusterTests`).
+@Suite("Presence across cluster nodes", .serialized, .timeLimit(.minutes(3)))
+struct PresenceClusterTests {
+    @Test func presenceIsClusterWideAndTabsOnTwoNodesCountAsOne() async throws {
+        try await withRedis { redis in
+            try await ClusterTests.withNodes(2, redis: redis) { nodes in
+                let a1 = try await nodes[0].client(.user, sub: "alice", sessions: ["s"])
+                _ = try a1.join("s")
+                let agent = try await nodes[0].client(.agent, sub: "worker", sessions: ["*"])
+                _ = try agent.join("s")
+                try await Task.sleep(for: .milliseconds(300))
+                let bob = try await nodes[1].client(.user, sub: "bob", sessions: ["s"])
+                try bob.send(["type": "join", "session": "s", "presence": true])
+                let list = try #require(try bob.next(type: "joined")["presence"] as? [[String: Any]])
+                #expect(
+                    list.map { "\($0.string("sub")!)/\($0.string("role")!)/\($0.int("conns")!)" }
+                        == ["alice/user/1", "bob/user/1", "worker/agent/1"], "\(list)")
+
+                // alice's second tab on node A, a third on node B: no frame (she was already in).
+                let a2 = try await nodes[0].client(.user, sub: "alice", sessions: ["s"])
+                _ = try a2.join("s")
+                let a3 = try await nodes[1].client(.user, sub: "alice", sessions: ["s"])
+                _ = try a3.join("s")
+                #expect(try bob.expectSilence(for: .milliseconds(500)) == nil)
+                // Her tabs on A go: still in on B, no frame. The last one (on B) goes: leave.
+                a1.close()
+                a2.close()
+                #expect(try bob.expectSilence(for: .milliseconds(500)) == nil)
+                a3.close()
+                let leave = try bob.next(timeout: .seconds(5))
+                #expect(leave.string("type") == "presence" && leave.string("action") == "leave" && leave.string("sub") == "alice", "\(leave)")
+                // A newcomer on node A: join, seen on node B.
+                let carol = try await nodes[0].client(.user, sub: "carol", sessions: ["s"])
+                _ = try carol.join("s")
+                let join = try bob.next(timeout: .seconds(5))
+                #expect(join.string("action") == "join" && join.string("sub") == "carol", "\(join)")
+                // A watcher on node A sees bob (node B) in its list, and bob's leave when he goes.
+                let dave = try await nodes[0].client(.user, sub: "dave", sessions: ["s"])
+                try dave.send(["type": "join", "session": "s", "presence": true])
+                let daveList = try #require(try dave.next(type: "joined")["presence"] as? [[String: Any]])
+                #expect(Set(daveList.compactMap { $0.string("sub") }) == ["bob", "carol", "dave", "worker"], "\(daveList)")
+                #expect(try bob.next(timeout: .seconds(5)).string("sub") == "dave")
+                bob.close()
+                let bobLeft = try dave.next(timeout: .seconds(5))
+                #expect(bobLeft.string("action") == "leave" && bobLeft.string("sub") == "bob", "\(bobLeft)")
+            }
+        }
+    }
+}

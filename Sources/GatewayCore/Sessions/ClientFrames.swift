@@ -151,6 +151,7 @@ extension GatewayServer {
         let sub = table.subscribe(
             conn, session: j.session, nextSeq: cursor.nextSeq, catchingUp: cursor.catchingUp, presence: j.presence,
             lastEventMs: summary?.lastTimestampMs ?? 0)
+        if j.presence { loadRemotePresence(j.session) }
         let presence = j.presence ? table.live[j.session]?.presenceList(viewerIsOperator: conn.principal?.role == .operator) : nil
         io.send(
             conn,
@@ -295,6 +296,8 @@ extension GatewayServer {
                 if table.committed(session: session, seq: seq) { fanOut.durable(session: session, seq: seq, frame: frame) }
             case .ephemeral(let session, let frame, let stream):
                 fanOut.ephemeral(session: session, frame: frame, stream: stream)
+            case .presence(let session, let node, let key, let conns):
+                remotePresence(session: session, node: node, key: key, conns: conns)
             case .streamsIdle(let session, let idle):
                 finalizeIdle(session: session, idle)
             case .head(let summary):

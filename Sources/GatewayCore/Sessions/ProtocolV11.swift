@@ -64,8 +64,10 @@ extension GatewayServer {
 
     /// A subject's first connection joined `live` (or its last one left): every other subscription of the session that
     /// asked for presence hears of it; presence of operators goes to operators only.
-    func presenceChanged(_ live: LiveSession, _ key: PresenceKey, joined: Bool, by connection: ConnectionID) {
+    func presenceChanged(_ live: LiveSession, _ key: PresenceKey, joined: Bool, by connection: ConnectionID?) {
         guard live.presenceWatchers > 0 else { return }
+        // Cluster mode: a subject that still has (or already had) a connection on another node did not come or go.
+        if connection != nil && live.isRemote(key) { return }
         let frame = Wire.presence(session: live.id, action: joined ? "join" : "leave", sub: key.sub, role: key.role)
         let aboutOperator = key.role == Role.operator.rawValue
         for sub in live.subscribers.values where sub.presence && sub.connection.id != connection {
@@ -168,6 +170,51 @@ extension GatewayServer {
             io.close(
                 largest, code: 4009, reason: "too slow: the gateway's outbound budget is full; reconnect and resume with since",
                 urgent: true)
+        }
+    }
+}
+
+extension GatewayServer {
+    /// Cluster mode: the other nodes' presence of a session a presence subscriber joins here, read once (then kept up
+    /// by pushes and ``refreshRemotePresence(_:)``).
+    func loadRemotePresence(_ session: String) {
+        guard store.sharesStreams, let live = table.live[session], live.remote == nil else { return }
+        live.remote = store.presence(session: session) ?? [:]
+    }
+
+    /// Another node's count of a subject's connections in `session` changed: a presence frame here when the subject
+    /// came to or left the session as a whole.
+    func remotePresence(session: String, node: String, key: PresenceKey, conns: Int) {
+        guard let live = table.live[session], live.remote != nil else { return }
+        let was = live.isPresent(key)
+        live.remote?[node, default: [:]][key] = conns > 0 ? conns : nil
+        if live.remote?[node]?.isEmpty == true { live.remote?[node] = nil }
+        let now = live.isPresent(key)
+        if was != now { presenceChanged(live, key, joined: now, by: nil) }
+    }
+
+    /// Cluster mode, housekeeping: re-reads the other nodes' presence of a few watched sessions (round robin, at most
+    /// ``presenceRefreshPerTick`` per call), so subjects of a node that died leave and a lost push is healed.
+    func refreshRemotePresence(_ now: UInt64) {
+        guard store.sharesStreams, now - lastPresenceRefreshNs >= 5_000_000_000 else { return }
+        lastPresenceRefreshNs = now
+        let watched = table.live.values.filter { $0.presenceWatchers > 0 && $0.remote != nil }
+            .sorted { $0.id < $1.id }
+        guard !watched.isEmpty else { return }
+        let start = presenceRefreshCursor % watched.count
+        let count = min(Self.presenceRefreshPerTick, watched.count)
+        presenceRefreshCursor = start + count
+        for i in 0..<count {
+            let live = watched[(start + i) % watched.count]
+            guard let fresh = store.presence(session: live.id) else { continue }
+            var keys = Set<PresenceKey>()
+            for counts in (live.remote ?? [:]).values { keys.formUnion(counts.keys) }
+            for counts in fresh.values { keys.formUnion(counts.keys) }
+            let before = Dictionary(uniqueKeysWithValues: keys.map { ($0, live.isPresent($0)) })
+            live.remote = fresh
+            for key in keys.sorted(by: { ($0.sub, $0.role) < ($1.sub, $1.role) }) where before[key] != live.isPresent(key) {
+                presenceChanged(live, key, joined: live.isPresent(key), by: nil)
+            }
         }
     }
 }

@@ -18,13 +18,28 @@ final class LiveSession {
     var subjects: [PresenceKey: Int] = [:]
     /// Subscriptions that asked for presence: presence frames are only built when it is not zero.
     var presenceWatchers = 0
+    /// Cluster mode: the other nodes' subjects in this session (node → subject → connections), read from the shared
+    /// engine when the first presence subscriber joined here and kept up by its pushes; nil until then.
+    var remote: [String: [PresenceKey: Int]]?
+
+    /// Whether `key` has a connection joined to the session on another node.
+    func isRemote(_ key: PresenceKey) -> Bool {
+        remote?.values.contains { ($0[key] ?? 0) > 0 } ?? false
+    }
+
+    /// Whether `key` is in the session anywhere (this node or, in cluster mode, another).
+    func isPresent(_ key: PresenceKey) -> Bool { (subjects[key] ?? 0) > 0 || isRemote(key) }
     var lastEventMs: Int64 = 0
     init(id: String) { self.id = id }
 
     /// The presence list as `viewerIsOperator` may see it: operators are listed to operators only. Sorted by sub,
     /// then role, so the list is stable.
     func presenceList(viewerIsOperator: Bool) -> [PresenceEntry] {
-        subjects.compactMap { key, conns in
+        var all = subjects
+        for counts in (remote ?? [:]).values {
+            for (key, n) in counts where n > 0 { all[key, default: 0] += n }
+        }
+        return all.compactMap { key, conns in
             viewerIsOperator || key.role != "operator" ? PresenceEntry(sub: key.sub, role: key.role, conns: conns) : nil
         }.sorted { ($0.sub, $0.role) < ($1.sub, $1.role) }
     }
@@ -46,6 +61,9 @@ final class SessionTable {
     /// Called when a subject's first connection joined a session (`joined` true; the connection that joined is
     /// passed, it gets no frame for its own join) or its last one left it (v1.1 §2).
     var onPresence: (LiveSession, PresenceKey, _ joined: Bool, ConnectionID) -> Void = { _, _, _, _ in }
+    /// Called on every change of a subject's count of connections joined to a session on this node (cluster mode
+    /// shares it with the other nodes).
+    var onSubjectCount: (LiveSession, PresenceKey, Int) -> Void = { _, _, _ in }
 
     init(seedHeads: [StoreSummary], metrics: GatewayMetrics) {
         self.metrics = metrics
@@ -104,6 +122,7 @@ final class SessionTable {
             let key = PresenceKey(sub: p.sub, role: p.role.rawValue)
             let count = (members.subjects[key] ?? 0) + 1
             members.subjects[key] = count
+            onSubjectCount(members, key, count)
             if count == 1 { onPresence(members, key, true, conn.id) }
         }
         return subscription
@@ -132,6 +151,7 @@ final class SessionTable {
             let key = PresenceKey(sub: p.sub, role: p.role.rawValue)
             let count = (members.subjects[key] ?? 1) - 1
             members.subjects[key] = count > 0 ? count : nil
+            onSubjectCount(members, key, max(0, count))
             if count <= 0 { onPresence(members, key, false, conn.id) }
         }
         if members.subscribers.isEmpty {

@@ -57,6 +57,14 @@ protocol EventStore: AnyObject, Sendable {
     /// thread; one pipelined read). Empty for a single-node engine or when the read fails.
     func openStreams(session: String) -> [StreamSnapshot]
 
+    /// This node's count of connections of one subject joined to `session` changed to `conns` (0: none left): a shared
+    /// engine records it for the cluster and tells the other nodes (presence, v1.1 §2). Never blocks (queued for the
+    /// writer). Nothing for a single-node engine.
+    func publishPresence(session: String, key: PresenceKey, conns: Int)
+    /// The other live nodes' presence in `session`: per node, per subject, its connection count (service thread; one
+    /// pipelined read). Nil for a single-node engine; empty when the read fails.
+    func presence(session: String) -> [String: [PresenceKey: Int]]?
+
     /// Starts the engine's threads. `wake` is called (from any thread) after results were queued;
     /// `onFatal` once when the engine can no longer be trusted to write (the gateway drains and exits).
     func start(wake: @escaping @Sendable () -> Void, onFatal: @escaping @Sendable (String) -> Void)
@@ -133,6 +141,8 @@ enum StoreUpdate: Sendable {
     /// for a token-stream delta: the stream and its length after the delta (subscribers whose snapshot already holds
     /// it skip it).
     case ephemeral(session: String, frame: [UInt8], stream: StreamPosition?)
+    /// Another node's count of connections of one subject joined to `session` (0: none left), presence v1.1 §2.
+    case presence(session: String, node: String, key: PresenceKey, conns: Int)
     /// Streams of `session` a shared engine found idle for `streams.idle_timeout_seconds` and claimed for this node
     /// (one node at a time claims each): the gateway appends their finalize events.
     case streamsIdle(session: String, streams: [StreamSnapshot])

@@ -142,6 +142,8 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
     func publishEphemeral(_ event: EphemeralPublish) {}
     func closeStream(session: String, sub: String, id: String) {}
     func openStreams(session: String) -> [StreamSnapshot] { [] }
+    func publishPresence(session: String, key: PresenceKey, conns: Int) {}
+    func presence(session: String) -> [String: [PresenceKey: Int]]? { nil }
 
     var batchesCommitted: Int { batches.load(ordering: .relaxed) }
 

@@ -32,6 +32,9 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
     // `wake`/`onFatal` are set once before the threads start; `reader` is used only by the service thread.
     let settings: RedisSettings
     let nodeID: String
+    /// Random per start: presence entries name `<node id>#<instance>`, so a node restarted under the same
+    /// `cluster.node_id` does not revive the entries of its previous run (RedisPresence.swift).
+    let instance = RedisEventStore.randomHex(bytes: 8)
     let keys: RedisKeys
     let logger: Logger
     let metrics: GatewayMetrics
@@ -80,6 +83,8 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
         var outgoing: [EphemeralPublish] = []
         var outgoingBytes = 0
         var closes: [(String, StreamKey)] = []
+        /// Presence changes of this node for the writer's next batch (bounded: ``maxOutgoing``).
+        var presenceOut: [(session: String, key: PresenceKey, conns: Int)] = []
     }
     let shared: Mutex<Shared>
     private let epochBox = Mutex<String>("")
@@ -492,16 +497,17 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
             guard let c = conn else { continue }
             // Ephemeral events and closes queued before the batch go first: a remote browser sees a stream's deltas
             // before its final message.
-            let (batch, events, closes) = shared.withLock { q in
-                let side = (q.outgoing, q.closes)
+            let (batch, events, closes, presence) = shared.withLock { q in
+                let side = (q.outgoing, q.closes, q.presenceOut)
                 q.outgoing.removeAll(keepingCapacity: true)
                 q.outgoingBytes = 0
                 q.closes.removeAll(keepingCapacity: true)
-                return (q.inbox.take(upTo: maxBatch), side.0, side.1)
+                q.presenceOut.removeAll(keepingCapacity: true)
+                return (q.inbox.take(upTo: maxBatch), side.0, side.1, side.2)
             }
-            if !events.isEmpty || !closes.isEmpty {
+            if !events.isEmpty || !closes.isEmpty || !presence.isEmpty {
                 do {
-                    try sendStreamCommands(events, closes: closes, on: c)
+                    try sendStreamCommands(events, closes: closes, presence: presence, on: c)
                 } catch {
                     logger.error("redis write of ephemeral events failed; reconnecting", metadata: ["error": "\(error)"])
                     metrics.clusterEphemeralDropped.increment(by: Int64(events.count))
@@ -513,7 +519,7 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
                 lastActivityNs = MonotonicClock.nowNs()
             }
             if batch.isEmpty {
-                if !events.isEmpty || !closes.isEmpty { continue }
+                if !events.isEmpty || !closes.isEmpty || !presence.isEmpty { continue }
                 if stopping { break }
                 if wakeWriter.wait(timeout: .now() + .seconds(1)) == .timedOut {
                     // Idle: make sure the connection still works, so the next publish does not find it dead.
@@ -866,6 +872,12 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
             guard let session = keys.session(ofChannel: channel), f.subscribed.contains(session),
                 case .string(let payload) = parts[2]
             else { return }
+            if payload.first == UInt8(ascii: "p") {
+                if let p = Self.parsePresencePush(payload), p.node != presenceNode {
+                    updates.append(.presence(session: session, node: p.node, key: p.key, conns: p.conns))
+                }
+                return
+            }
             if payload.first == UInt8(ascii: "e") {
                 if let e = Self.parseEphemeralPush(payload), !e.node.elementsEqual(nodeID.utf8) {
                     updates.append(.ephemeral(session: session, frame: e.frame, stream: e.stream))
@@ -894,9 +906,10 @@ final class RedisEventStore: EventStore, @unchecked Sendable {
     private func publishMembers(_ members: [String: MemberCounts], on c: RedisConnection) throws(RedisError) {
         let key = keys.members(node: nodeID)
         var commands: [[[UInt8]]] = [["DEL", key].map { Array($0.utf8) }]
-        var hset = ["HSET", key]
+        // `#instance` cannot be a session id ('#' is outside their charset): which run of this node is the live one.
+        var hset = ["HSET", key, "#instance", instance]
         for (session, m) in members { hset += [session, "\(m.users) \(m.agents) \(m.operators)"] }
-        if hset.count > 2 { commands.append(hset.map { Array($0.utf8) }) }
+        commands.append(hset.map { Array($0.utf8) })
         commands.append(["PEXPIRE", key, "10000"].map { Array($0.utf8) })
         let now = WallClock.nowMs()
         commands.append(["ZADD", keys.nodes, "\(now)", nodeID].map { Array($0.utf8) })

@@ -22,6 +22,29 @@ struct RedisKeys: Sendable {
     func streamIndex(_ session: String) -> String { "\(sessionKeyPrefix(session))sx" }
     /// ZSET of sessions with open streams, scored at or below their oldest stream's last delta (ms).
     var streamSessions: String { "\(prefix):streams" }
+    /// HASH: presence in the session, per node and subject; field = ``presenceField(node:key:)``, value = that node's
+    /// joined connections of that subject.
+    func presence(_ session: String) -> String { "\(sessionKeyPrefix(session))pr" }
+
+    /// A presence field: `<node length>:<node><role length>:<role><sub>` (node ids and subs may hold any character).
+    static func presenceField(node: String, key: PresenceKey) -> [UInt8] {
+        Array("\(node.utf8.count):\(node)\(key.role.utf8.count):\(key.role)\(key.sub)".utf8)
+    }
+
+    /// The node and subject of a ``presenceField(node:key:)`` (nil if malformed).
+    static func presenceKey(field: [UInt8]) -> (node: String, key: PresenceKey)? {
+        func part(_ from: Int) -> (String, Int)? {
+            guard let colon = field[from...].firstIndex(of: UInt8(ascii: ":")),
+                let n = Int(String(decoding: field[from..<colon], as: UTF8.self)), n >= 0, colon + 1 + n <= field.count
+            else { return nil }
+            return (String(decoding: field[(colon + 1)..<(colon + 1 + n)], as: UTF8.self), colon + 1 + n)
+        }
+        guard let (node, afterNode) = part(0), let (role, afterRole) = part(afterNode), afterRole < field.count else {
+            return nil
+        }
+        return (node, PresenceKey(sub: String(decoding: field[afterRole...], as: UTF8.self), role: role))
+    }
+
     /// `<prefix>:{S}:`, the start of every key of the session.
     func sessionKeyPrefix(_ session: String) -> String { "\(prefix):{\(session)}:" }
 

@@ -126,8 +126,11 @@ extension RedisEventStore {
 
     /// Sends the queued ephemeral events and closes in one pipelined write. A command Redis refuses loses only that
     /// event's cross-node copy (counted); a connection error is thrown (the writer reconnects).
-    func sendStreamCommands(_ events: [EphemeralPublish], closes: [(String, StreamKey)], on c: RedisConnection) throws(RedisError) {
-        let commands = streamCommands(events, closes: closes)
+    func sendStreamCommands(
+        _ events: [EphemeralPublish], closes: [(String, StreamKey)],
+        presence: [(session: String, key: PresenceKey, conns: Int)] = [], on c: RedisConnection
+    ) throws(RedisError) {
+        let commands = streamCommands(events, closes: closes) + presenceCommands(presence)
         guard !commands.isEmpty else { return }
         let replies = try c.pipeline(commands)
         let refused = replies.filter { $0.errorMessage != nil }.count
