@@ -20,6 +20,8 @@ public final class TranscriptLog: Sendable {
         /// Ascending by number; the last is the active segment of a writer.
         var segments: [SegmentEntry]
         var closed = false
+        /// Checkpoints of sealed segments the writer could not write (each costs a scan of its segment at open).
+        var checkpointFailures = 0
 
         func segment(_ number: UInt32) -> SegmentEntry? {
             var lo = 0
@@ -63,6 +65,12 @@ public final class TranscriptLog: Sendable {
         var lockFD: Int32 = -1
         /// Read-only logs: where `refresh()` continues.
         var readOnlyTailStart = 0
+        /// The active segment's records as its checkpoint will describe them when it is sealed (nil: checkpoints off).
+        var activeSummary: SegmentSummary? = nil
+        /// The `RESERVE` file (-1 when none), the bytes it holds, and whether retention released it.
+        var reserveFD: Int32 = -1
+        var reserveHeld = 0
+        var reserveReleased = false
     }
 
     let options: TranscriptLogOptions
@@ -89,6 +97,8 @@ public final class TranscriptLog: Sendable {
         writer.withLock { w in
             if w.lockFD >= 0 { io.close(w.lockFD) }
             w.lockFD = -1
+            if w.reserveFD >= 0 { io.close(w.reserveFD) }
+            w.reserveFD = -1
         }
     }
 
@@ -118,9 +128,11 @@ public final class TranscriptLog: Sendable {
         let dir = options.directory
         let started = ContinuousClock.now
         var dirtyDirectory = try removeTemporaries(dir, io: io)
+        let checkpoints = CheckpointUse(
+            read: options.indexCheckpoints, write: options.indexCheckpoints, sync: options.fsync != .never)
         let scanner = SegmentScanner(
             io: io, directory: dir, policy: options.skipDamagedRecords ? .skip : .fail,
-            dedupe: DedupePolicy(options), writable: true)
+            dedupe: DedupePolicy(options), writable: true, checkpoints: checkpoints)
         try scanner.scanAll()
         var result = scanner.result
         for name in result.tornSegments {
@@ -143,6 +155,7 @@ public final class TranscriptLog: Sendable {
         var writer = Writer()
         writer.lockFD = lockFD
         writer.nextSegment = result.highestNumber &+ 1
+        writer.activeSummary = result.activeSummary
         var epoch = result.epoch
         // A new segment when there is none, or when the newest file was unusable (skipped damage): appends never
         // go into a damaged file or below a higher-numbered one.
@@ -152,6 +165,7 @@ public final class TranscriptLog: Sendable {
                 directory: dir, number: writer.nextSegment, epoch: epoch, maxRecord: options.maxRecordBytes,
                 sync: options.fsync != .never, io: io)
             writer.nextSegment &+= 1
+            writer.activeSummary = options.indexCheckpoints ? SegmentSummary() : nil
             result.segments.append(
                 SegmentEntry(
                     file: file, size: TranscriptFormat.segmentHeaderSize, newestEventMs: nil,
@@ -165,9 +179,11 @@ public final class TranscriptLog: Sendable {
         writer.activeMaxRecord = active.maxRecord
         try rebuildDedupe(&result)
         result.report.durationNanoseconds = nanoseconds(ContinuousClock.now - started)
-        return TranscriptLog(
+        let log = TranscriptLog(
             options: options, writable: true, epoch: epoch, recovery: result.report,
             shared: Shared(sessions: result.sessions, segments: result.segments), writer: writer)
+        log.writer.withLock { log.fillReserve(&$0) }
+        return log
     }
 
     static func validate(_ o: TranscriptLogOptions) throws(TranscriptError) {
@@ -236,11 +252,18 @@ public final class TranscriptLog: Sendable {
         }
     }
 
+    /// Removes what a crash can leave behind: segments and checkpoints being created, and checkpoints whose
+    /// segment is gone (retention or repair removed it). - Returns: whether anything was removed.
     static func removeTemporaries(_ dir: String, io: any FileIO) throws(TranscriptError) -> Bool {
         let names: [String]
         do throws(FileIOError) { names = try io.listDirectory(dir) } catch { throw TranscriptError.io(error, "list \(dir)") }
         var removed = false
-        for name in names where name.hasSuffix(TranscriptFormat.temporarySuffix) {
+        let segments = Set(names.compactMap(TranscriptFormat.segmentNumber(fromName:)))
+        let checkpointTemporary = TranscriptFormat.checkpointSuffix + TranscriptFormat.checkpointTemporaryTail
+        for name in names
+        where name.hasSuffix(TranscriptFormat.temporarySuffix) || name.hasSuffix(checkpointTemporary)
+            || TranscriptFormat.checkpointNumber(fromName: name).map({ !segments.contains($0) }) ?? false
+        {
             do throws(FileIOError) { try io.unlink(dir + "/" + name) } catch { throw openError(error, "unlink \(name)") }
             removed = true
         }
@@ -604,6 +627,13 @@ public final class TranscriptLog: Sendable {
         let offsets = w.offsets
         let size = w.activeSize
         let names = w.slotSessions
+        if w.activeSummary != nil {
+            let slots = names.map { w.activeSummary!.slot($0) }
+            for (k, p) in planned.enumerated() {
+                w.activeSummary!.addEvent(
+                    slot: slots[p.slot], seq: p.seq, offset: base + offsets[k], timestampMs: batch[p.index].timestampMs)
+            }
+        }
         shared.withLock { s in
             for name in names where s.sessions[name] == nil { s.sessions[name] = SessionIndex(dedupe: policy) }
             // No insertion below, so these indices stay valid while values are updated in place.
@@ -642,6 +672,11 @@ public final class TranscriptLog: Sendable {
             throw error
         }
         w.nextSegment += 1
+        if let sealed = w.active, let header = sealed.header, let summary = w.activeSummary, summary.regular {
+            writeCheckpoint(
+                SegmentCheckpoint(number: sealed.number, segmentSize: w.activeSize, headerCRC: header.crc, summary: summary))
+        }
+        w.activeSummary = options.indexCheckpoints ? SegmentSummary() : nil
         w.active = file
         w.activeSize = TranscriptFormat.segmentHeaderSize
         w.activeMaxRecord = options.maxRecordBytes
@@ -650,6 +685,19 @@ public final class TranscriptLog: Sendable {
             createdMs: file.header?.createdMs ?? 0, maxRecord: options.maxRecordBytes)
         shared.withLock { $0.segments.append(entry) }
     }
+
+    /// Writes a sealed segment's checkpoint. A failure (a full disk, say) is counted and otherwise ignored: the
+    /// segment is durable already, and without its checkpoint the next open scans it.
+    private func writeCheckpoint(_ c: SegmentCheckpoint) {
+        do throws(TranscriptError) {
+            try c.write(directory: options.directory, sync: options.fsync != .never, io: io)
+        } catch {
+            shared.withLock { $0.checkpointFailures += 1 }
+        }
+    }
+
+    /// Checkpoints of sealed segments that could not be written since open (the next open scans those segments).
+    public var checkpointWriteFailures: Int { shared.withLock { $0.checkpointFailures } }
 
     // MARK: Sync and close
 
@@ -679,6 +727,8 @@ public final class TranscriptLog: Sendable {
             w.active = nil
             if w.lockFD >= 0 { io.close(w.lockFD) }
             w.lockFD = -1
+            if w.reserveFD >= 0 { io.close(w.reserveFD) }
+            w.reserveFD = -1
             shared.withLock { s in
                 s.closed = true
                 s.segments.removeAll()
