@@ -190,12 +190,17 @@ struct SegmentCheckpoint: Sendable {
         }
         var step = "write"
         do throws(FileIOError) {
+            defer { io.close(fd) }
             try TranscriptLog.writeAll(io, fd, encoded(), at: 0)
             if sync {
                 step = "fdatasync"
                 try io.fdatasync(fd)
             }
-            io.close(fd)
+        } catch {
+            try? io.unlink(temporary)
+            throw TranscriptError.io(error, "\(step) \(name)")
+        }
+        do throws(FileIOError) {
             step = "rename"
             try io.rename(temporary, to: path)
             if sync {
@@ -203,7 +208,6 @@ struct SegmentCheckpoint: Sendable {
                 try io.fsyncDirectory(directory)
             }
         } catch {
-            io.close(fd)
             try? io.unlink(temporary)
             throw TranscriptError.io(error, "\(step) \(name)")
         }

@@ -209,6 +209,8 @@ struct SessionIndex: Sendable {
     /// Location of the session's newest record (event or head marker): retention must not delete it unwritten.
     private(set) var headLocation: RecordLocation = 0
     var dedupe: DedupeWindow
+    /// The window was dropped from memory (idle session): rebuild it from the log before it is used.
+    var dedupeEvicted = false
 
     init(dedupe policy: DedupePolicy) { dedupe = DedupeWindow(policy) }
 

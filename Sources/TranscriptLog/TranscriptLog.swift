@@ -22,6 +22,8 @@ public final class TranscriptLog: Sendable {
         var closed = false
         /// Checkpoints of sealed segments the writer could not write (each costs a scan of its segment at open).
         var checkpointFailures = 0
+        /// Sessions whose dedupe window is evicted (`SessionIndex.dedupeEvicted`): appends skip the check when 0.
+        var evictedWindows = 0
 
         func segment(_ number: UInt32) -> SegmentEntry? {
             var lo = 0
@@ -177,11 +179,12 @@ public final class TranscriptLog: Sendable {
         writer.active = active.file
         writer.activeSize = active.size
         writer.activeMaxRecord = active.maxRecord
-        try rebuildDedupe(&result)
+        let evicted = try rebuildDedupe(&result, idleBeforeMs: idleCutoff(options, nowMs: wallClockMs()))
         result.report.durationNanoseconds = nanoseconds(ContinuousClock.now - started)
+        var shared = Shared(sessions: result.sessions, segments: result.segments)
+        shared.evictedWindows = evicted
         let log = TranscriptLog(
-            options: options, writable: true, epoch: epoch, recovery: result.report,
-            shared: Shared(sessions: result.sessions, segments: result.segments), writer: writer)
+            options: options, writable: true, epoch: epoch, recovery: result.report, shared: shared, writer: writer)
         log.writer.withLock { log.fillReserve(&$0) }
         return log
     }
@@ -343,28 +346,30 @@ public final class TranscriptLog: Sendable {
     /// records session by session would re-read every chunk once per session (O(sessions × log size); 100
     /// sessions over a 400 MB log read 40 GB). Sorted by location each chunk is read once, and each session's
     /// records still arrive in its seq order (a session's locations grow with its seqs).
-    static func rebuildDedupe(_ result: inout ScanResult) throws(TranscriptError) {
+    ///
+    /// Sessions whose newest event is older than `idleBeforeMs` are not rebuilt: their window is marked evicted
+    /// (rebuilt by their next publish, `warmDedupe`). - Returns: how many were marked.
+    @discardableResult
+    static func rebuildDedupe(_ result: inout ScanResult, idleBeforeMs: Int64? = nil) throws(TranscriptError) -> Int {
         var byNumber: [UInt32: SegmentEntry] = [:]
         for s in result.segments { byNumber[s.file.number] = s }
         var names: [String] = []
         var wanted: [(location: RecordLocation, slot: Int32)] = []
+        var idle: [String] = []
+        defer { for name in idle { result.sessions[name]?.dedupeEvicted = true } }
         for (name, index) in result.sessions where !index.dedupe.policy.isOff {
-            let policy = index.dedupe.policy
-            let count = index.locations.count
-            var from = max(0, count - policy.minIDs)
-            let cutoff = index.lastTimestampMs - Int64(policy.minSeconds) * 1000
-            // Bounded by the cap: each step takes one more record.
-            while from > 0 && count - from < policy.maxIDs
-                && (byNumber[UInt32(index.locations[from - 1] >> 32)]?.newestEventMs ?? .min) >= cutoff
-            {
-                from -= 1
+            if let before = idleBeforeMs, index.lastTimestampMs < before {
+                idle.append(name)
+                continue
             }
+            let from = windowStart(index) { byNumber[$0]?.newestEventMs }
+            let count = index.locations.count
             guard from < count else { continue }
             let slot = Int32(names.count)
             names.append(name)
             for i in from..<count { wanted.append((index.locations[i], slot)) }
         }
-        guard !wanted.isEmpty else { return }
+        guard !wanted.isEmpty else { return idle.count }
         wanted.sort { $0.location < $1.location }
         var indexes: [SessionIndex] = []
         indexes.reserveCapacity(names.count)
@@ -377,12 +382,58 @@ public final class TranscriptLog: Sendable {
         let reader = ChunkReader(capacity: 256 << 10)
         for w in wanted {
             guard let seg = byNumber[UInt32(w.location >> 32)] else { continue }
-            let (layout, view) = try fetch(reader, seg, offset: Int(w.location & 0xFFFF_FFFF))
-            let key = DedupeKey(
-                sub: String(decoding: UnsafeRawBufferPointer(rebasing: view[layout.sub]), as: UTF8.self),
-                id: String(decoding: UnsafeRawBufferPointer(rebasing: view[layout.id]), as: UTF8.self))
-            indexes[Int(w.slot)].dedupe.insert(key, seq: layout.seq, timestampMs: layout.timestampMs)
+            try insertRecord(reader, seg, offset: Int(w.location & 0xFFFF_FFFF), into: &indexes[Int(w.slot)].dedupe)
         }
+        return idle.count
+    }
+
+    /// Index (in `index.locations`) of the oldest record the session's dedupe window holds: the last `minIDs`, and
+    /// before them those of segments with an event inside the time window (`minSeconds` before the session's
+    /// newest event), at most `maxIDs`. `newestEventMs` gives a segment's newest event time by number.
+    static func windowStart(_ index: SessionIndex, newestEventMs: (UInt32) -> Int64?) -> Int {
+        let policy = index.dedupe.policy
+        let count = index.locations.count
+        var from = max(0, count - policy.minIDs)
+        let cutoff = index.lastTimestampMs - Int64(policy.minSeconds) * 1000
+        // Bounded by the cap: each step takes one more record.
+        while from > 0 && count - from < policy.maxIDs
+            && (newestEventMs(UInt32(index.locations[from - 1] >> 32)) ?? .min) >= cutoff
+        {
+            from -= 1
+        }
+        return from
+    }
+
+    /// Reads the event at `offset` and inserts its (sub, id) into `window` with its seq and time.
+    static func insertRecord(
+        _ reader: ChunkReader, _ seg: SegmentEntry, offset: Int, into window: inout DedupeWindow
+    ) throws(TranscriptError) {
+        let (layout, view) = try fetch(reader, seg, offset: offset)
+        let key = DedupeKey(
+            sub: String(decoding: UnsafeRawBufferPointer(rebasing: view[layout.sub]), as: UTF8.self),
+            id: String(decoding: UnsafeRawBufferPointer(rebasing: view[layout.id]), as: UTF8.self))
+        window.insert(key, seq: layout.seq, timestampMs: layout.timestampMs)
+    }
+
+    /// The time before which a session counts as idle for `dedupeIdleEvictionSeconds` (nil: eviction off).
+    static func idleCutoff(_ o: TranscriptLogOptions, nowMs: Int64) -> Int64? {
+        o.dedupeIdleEvictionSeconds > 0 ? nowMs - Int64(o.dedupeIdleEvictionSeconds) * 1000 : nil
+    }
+
+    /// A session's dedupe window rebuilt from the log (for an evicted one): its records, read through the index in
+    /// seq order, inserted as they were when they were appended, so it holds exactly what it held before.
+    /// Called under the `shared` lock (as `verifiedDuplicate` is): O(window) reads.
+    static func rebuiltWindow(_ s: Shared, _ index: SessionIndex) throws(TranscriptError) -> DedupeWindow {
+        var window = DedupeWindow(index.dedupe.policy)
+        guard !index.dedupe.policy.isOff else { return window }
+        let reader = ChunkReader(capacity: 256 << 10)
+        let from = windowStart(index) { s.segment($0)?.newestEventMs }
+        for i in from..<index.locations.count {
+            let location = index.locations[i]
+            guard let seg = s.segment(UInt32(location >> 32)) else { continue }
+            try insertRecord(reader, seg, offset: Int(location & 0xFFFF_FFFF), into: &window)
+        }
+        return window
     }
 
     /// The seq of (sub, id) if the session's dedupe window remembers it: each candidate of the key's fingerprint is
@@ -390,6 +441,14 @@ public final class TranscriptLog: Sendable {
     /// duplicate. A candidate that can no longer be read (removed by retention, or a read error) does not count:
     /// the publish is stored as a new event. Called under the `shared` lock; reads only on a fingerprint hit.
     static func verifiedDuplicate(_ s: Shared, _ index: SessionIndex, _ key: DedupeKey) -> UInt64? {
+        if index.dedupeEvicted {
+            // `lookup` on an evicted session (appends warm the window first): a rebuilt copy, not kept.
+            var warm = index
+            guard let window = try? rebuiltWindow(s, index) else { return nil }
+            warm.dedupe = window
+            warm.dedupeEvicted = false
+            return verifiedDuplicate(s, warm, key)
+        }
         let candidates = index.dedupe.candidates(key.fingerprint)
         guard !candidates.isEmpty else { return nil }
         let reader = ChunkReader(capacity: 4096)
@@ -473,6 +532,7 @@ public final class TranscriptLog: Sendable {
                 }
                 largest = max(largest, size)
             }
+            try warmDedupe(batch)
             let outcomes = plan(batch, &w)
             guard !w.planned.isEmpty else { return outcomes }
             w.buffer.removeAll(keepingCapacity: true)
@@ -493,6 +553,51 @@ public final class TranscriptLog: Sendable {
             publish(batch, &w, base: base)
             return outcomes
         }
+    }
+
+    /// Rebuilds the evicted dedupe windows of the batch's sessions from the log before the batch is planned, so a
+    /// retry of an old id is still a duplicate. Costs nothing while no window is evicted.
+    /// - Throws: the read error (`.ioError`, `.corrupted`); the batch is then refused, nothing written.
+    private func warmDedupe(_ batch: [AppendRequest]) throws(TranscriptError) {
+        try shared.withLock { (s: inout Shared) throws(TranscriptError) in
+            guard s.evictedWindows > 0 else { return }
+            var done: Set<String> = []
+            for r in batch where !done.contains(r.session) {
+                done.insert(r.session)
+                guard let index = s.sessions[r.session], index.dedupeEvicted else { continue }
+                let window = try Self.rebuiltWindow(s, index)
+                s.sessions[r.session]?.dedupe = window
+                s.sessions[r.session]?.dedupeEvicted = false
+                s.evictedWindows -= 1
+            }
+        }
+    }
+
+    /// Drops from memory the dedupe window of every session whose newest event is older than
+    /// `dedupeIdleEvictionSeconds` before `nowMs` (their next publish rebuilds it from the log). Called on the
+    /// storage thread's retention tick. - Returns: the number of windows dropped.
+    @discardableResult
+    public func evictIdleDedupe(nowMs: Int64) -> Int {
+        guard let idle = Self.idleCutoff(options, nowMs: nowMs) else { return 0 }
+        return writer.withLock { _ in
+            shared.withLock { s in
+                var evicted = 0
+                for i in s.sessions.indices {
+                    let index = s.sessions.values[i]
+                    guard !index.dedupeEvicted, !index.dedupe.policy.isOff, index.lastTimestampMs < idle else { continue }
+                    s.sessions.values[i].dedupe = DedupeWindow(index.dedupe.policy)
+                    s.sessions.values[i].dedupeEvicted = true
+                    evicted += 1
+                }
+                s.evictedWindows += evicted
+                return evicted
+            }
+        }
+    }
+
+    /// Bytes the dedupe windows of all sessions hold in memory (ring, times, index), and how many are evicted.
+    public var dedupeMemory: (bytes: Int, evictedSessions: Int) {
+        shared.withLock { s in (s.sessions.values.reduce(0) { $0 + $1.dedupe.memoryBytes }, s.evictedWindows) }
     }
 
     func checkWritable(_ w: Writer) throws(TranscriptError) {

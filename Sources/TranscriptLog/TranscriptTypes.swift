@@ -34,6 +34,10 @@ public struct TranscriptLogOptions: Sendable {
     /// The per-session cap on remembered ids (~31 bytes each): at the cap the oldest is forgotten, even inside the
     /// time window. At least `dedupeWindowPerSession`.
     public var dedupeMaxPerSession: Int = 1 << 20
+    /// A session whose newest event is older than this many seconds has its dedupe window dropped from memory
+    /// (at open, and by `evictIdleDedupe(nowMs:)`); its next publish rebuilds it from the log, so dedupe stays
+    /// exact (docs/transcript-format.md, "Dedupe window"). 0: windows stay in memory for as long as the log is open.
+    public var dedupeIdleEvictionSeconds: Int = 3600
     /// The bound on a record's payload: a larger length on disk is corruption, never an allocation (1 KiB ... 256 MiB).
     public var maxRecordBytes: Int = 2 << 20
     /// Write an index checkpoint next to every sealed segment and use it at open instead of scanning the segment
