@@ -116,8 +116,9 @@ extension TranscriptLog {
     /// disk is too full to fill it; 0 without retention).
     public var retentionReserveHeld: Int { writer.withLock { $0.reserveHeld } }
 
-    /// Fills the `RESERVE` file up to `retentionReserveBytes` with zeros (real blocks, not a hole) and syncs it. A
-    /// full disk leaves it partly filled: it is filled again after the next retention that released it.
+    /// Fills the `RESERVE` file up to `retentionReserveBytes` with zeros (real blocks, not a hole) and syncs it
+    /// (except under `never`). A full disk leaves it partly filled: it is filled again after the next retention
+    /// that released it.
     func fillReserve(_ w: inout Writer) {
         guard keepsReserve else { return }
         let target = options.retentionReserveBytes
@@ -144,7 +145,7 @@ extension TranscriptLog {
             try? io.ftruncate(w.reserveFD, length: Int64(target))
             w.reserveHeld = target
         }
-        try? io.fdatasync(w.reserveFD)
+        if options.fsync != .never { try? io.fdatasync(w.reserveFD) }
         w.reserveReleased = false
     }
 
