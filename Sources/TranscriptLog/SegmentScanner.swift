@@ -40,6 +40,21 @@ struct ScanResult {
     var fileSizes: [UInt32: Int] = [:]
     /// The newest segment number seen on disk, valid or not (new segments must be numbered above it).
     var highestNumber: UInt32 = 0
+    /// The summary of the last segment's records, for its checkpoint when the writer rolls (checkpoints on).
+    var activeSummary: SegmentSummary? = nil
+}
+
+/// What a scan does with index checkpoints (docs/transcript-format.md, "Index checkpoints").
+struct CheckpointUse: Sendable {
+    /// Use a sealed segment's checkpoint instead of scanning it when the checkpoint is sound and matches.
+    var read: Bool
+    /// Write a checkpoint for every sealed segment that had to be scanned (a writer's open).
+    var write: Bool
+    /// fdatasync checkpoints and the directory (false under `never`).
+    var sync: Bool
+
+    /// Full scans: `verify`, `repair`, a read-only `refresh`, and any log opened with checkpoints off.
+    static let off = CheckpointUse(read: false, write: false, sync: false)
 }
 
 /// Scans segments into a `ScanResult`. One per scan; owns the read buffer.
@@ -49,15 +64,22 @@ final class SegmentScanner {
     let policy: DamagePolicy
     let dedupe: DedupePolicy
     let writable: Bool
+    let checkpoints: CheckpointUse
     var result = ScanResult()
+    /// The summary of the segment being scanned (nil when checkpoints are off).
+    private var building: SegmentSummary? = nil
     private let reader = ChunkReader(capacity: 4 << 20)
 
-    init(io: any FileIO, directory: String, policy: DamagePolicy, dedupe: DedupePolicy, writable: Bool) {
+    init(
+        io: any FileIO, directory: String, policy: DamagePolicy, dedupe: DedupePolicy, writable: Bool,
+        checkpoints: CheckpointUse = .off
+    ) {
         self.io = io
         self.directory = directory
         self.policy = policy
         self.dedupe = dedupe
         self.writable = writable
+        self.checkpoints = checkpoints
     }
 
     /// Segment numbers in the directory, ascending.
@@ -123,18 +145,103 @@ final class SegmentScanner {
                 try damaged(DamageReport(segment: o.file.name, offset: 0, length: o.size, reason: o.reason))
                 continue
             }
-            result.report.segmentsScanned += 1
             result.epoch = header.epoch
             var entry = SegmentEntry(
                 file: o.file, size: TranscriptFormat.segmentHeaderSize, newestEventMs: nil,
                 createdMs: header.createdMs, maxRecord: header.maxRecord)
+            // A sealed segment with a sound, matching checkpoint is not scanned; the last segment always is.
+            if checkpoints.read && !isLast,
+                let c = SegmentCheckpoint.load(
+                    directory: directory, number: o.file.number, segmentSize: o.size, header: header, io: io),
+                applyCheckpoint(c.summary, &entry, size: c.segmentSize)
+            {
+                result.report.segmentsFromCheckpoint += 1
+                result.segments.append(entry)
+                continue
+            }
+            result.report.segmentsScanned += 1
+            let damageBefore = result.damage.count
+            building = checkpoints.read || checkpoints.write ? SegmentSummary() : nil
             let tail = try scanRecords(&entry, from: TranscriptFormat.segmentHeaderSize, to: o.size, isLast: isLast)
+            if var summary = building {
+                building = nil
+                if result.damage.count != damageBefore || entry.size != o.size { summary.regular = false }
+                if isLast {
+                    result.activeSummary = summary
+                } else if checkpoints.write && summary.regular {
+                    writeCheckpoint(SegmentCheckpoint(number: o.file.number, segmentSize: o.size, headerCRC: header.crc, summary: summary))
+                }
+            }
             if isLast {
                 result.tailStart = tail
                 result.lastFileSize = o.size
                 result.report.truncatedBytes += o.size - tail
             }
             result.segments.append(entry)
+        }
+    }
+
+    /// Writes the checkpoint of a sealed segment that had to be scanned. A failure costs only the next open's
+    /// time (the segment is scanned again), so it is counted, not thrown.
+    private func writeCheckpoint(_ c: SegmentCheckpoint) {
+        do throws(TranscriptError) {
+            try c.write(directory: directory, sync: checkpoints.sync, io: io)
+            result.report.checkpointsWritten += 1
+        } catch {
+            result.report.checkpointWriteFailures += 1
+        }
+    }
+
+    /// Applies a checkpoint's summary to the index exactly as scanning the segment's records would (`apply`).
+    /// - Returns: false, changing nothing, if the summary does not fit the index built so far (a seq that scanning
+    ///   would report as damage, an offset outside the segment): the caller then scans the segment, which reports
+    ///   whatever is wrong with the offset of the record.
+    func applyCheckpoint(_ s: SegmentSummary, _ entry: inout SegmentEntry, size: Int) -> Bool {
+        for p in s.parts {
+            var head = result.sessions[p.session]?.head ?? 0
+            if let m = p.marker {
+                guard m.seq >= head, Int(m.offset) >= TranscriptFormat.segmentHeaderSize, Int(m.offset) < size else {
+                    return false
+                }
+                head = m.seq
+            }
+            guard let firstOffset = p.offsets.first else { continue }
+            guard p.firstSeq != 0, head == 0 || p.firstSeq > head else { return false }
+            if head > 0 && p.firstSeq != head + 1 && result.damage.isEmpty { return false }
+            guard Int(firstOffset) >= TranscriptFormat.segmentHeaderSize, Int(p.offsets[p.offsets.count - 1]) < size,
+                p.marker.map({ $0.offset < firstOffset }) ?? true
+            else { return false }
+            var previous = firstOffset
+            for o in p.offsets.dropFirst() {  // bounded by the part's events
+                guard o > previous else { return false }
+                previous = o
+            }
+        }
+        let number = entry.file.number
+        for p in s.parts {
+            if let m = p.marker {
+                result.sessions[p.session, default: SessionIndex(dedupe: dedupe)]
+                    .raiseHead(to: m.seq, timestampMs: m.timestampMs, location: makeLocation(segment: number, offset: Int(m.offset)))
+            }
+            if !p.offsets.isEmpty {
+                result.sessions[p.session, default: SessionIndex(dedupe: dedupe)]
+                    .addRun(firstSeq: p.firstSeq, segment: number, offsets: p.offsets, newestEventMs: p.newestEventMs)
+            }
+        }
+        entry.size = size
+        entry.newestEventMs = s.newestEventMs
+        result.report.recordsScanned += s.records
+        return true
+    }
+
+    /// Adds a record that was applied to the index to the summary of the segment being scanned.
+    private func summarize(_ session: String, marker: Bool, seq: UInt64, offset: Int, timestampMs: Int64) {
+        guard building != nil else { return }
+        let slot = building!.slot(session)
+        if marker {
+            building!.addMarker(slot: slot, seq: seq, offset: offset, timestampMs: timestampMs)
+        } else {
+            building!.addEvent(slot: slot, seq: seq, offset: offset, timestampMs: timestampMs)
         }
     }
 
@@ -205,6 +312,7 @@ final class SegmentScanner {
             result.sessions[session, default: SessionIndex(dedupe: dedupe)]
                 .raiseHead(to: layout.seq, timestampMs: layout.timestampMs, location: location)
             result.report.recordsScanned += 1
+            summarize(session, marker: true, seq: layout.seq, offset: offset, timestampMs: layout.timestampMs)
             return
         }
         let seq = layout.seq
@@ -224,6 +332,7 @@ final class SegmentScanner {
             .add(seq: seq, location: location, timestampMs: layout.timestampMs)
         entry.newestEventMs = max(entry.newestEventMs ?? layout.timestampMs, layout.timestampMs)
         result.report.recordsScanned += 1
+        summarize(session, marker: false, seq: seq, offset: offset, timestampMs: layout.timestampMs)
     }
 
     /// The next offset in [from, end) where a valid record starts, nil if none.

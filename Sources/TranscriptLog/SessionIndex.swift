@@ -209,6 +209,8 @@ struct SessionIndex: Sendable {
     /// Location of the session's newest record (event or head marker): retention must not delete it unwritten.
     private(set) var headLocation: RecordLocation = 0
     var dedupe: DedupeWindow
+    /// The window was dropped from memory (idle session): rebuild it from the log before it is used.
+    var dedupeEvicted = false
 
     init(dedupe policy: DedupePolicy) { dedupe = DedupeWindow(policy) }
 
@@ -228,6 +230,22 @@ struct SessionIndex: Sendable {
         headLocation = location
         if seq > head { head = seq }
         lastTimestampMs = max(lastTimestampMs, timestampMs)
+    }
+
+    /// Events of one segment with consecutive seqs from `firstSeq`, at `offsets` (ascending): what `add` does for
+    /// each of them, in one step (a checkpoint's run).
+    mutating func addRun(firstSeq: UInt64, segment: UInt32, offsets: [UInt32], newestEventMs: Int64) {
+        guard let lastOffset = offsets.last else { return }
+        if let last = runs.last, firstSeq == last.seq &+ UInt64(locations.count - last.index) {
+            // continues the current run
+        } else {
+            runs.append(Run(index: locations.count, seq: firstSeq))
+        }
+        let high = UInt64(segment) << 32
+        locations.append(contentsOf: offsets.lazy.map { high | UInt64($0) })
+        headLocation = high | UInt64(lastOffset)
+        head = max(head, firstSeq &+ UInt64(offsets.count - 1))
+        lastTimestampMs = max(lastTimestampMs, newestEventMs)
     }
 
     /// A head marker: the session's head without a record.

@@ -11,6 +11,12 @@ enum TranscriptFormat {
     static let temporarySuffix = ".tlog.tmp"
     /// The writer's lock file.
     static let lockFileName = "LOCK"
+    /// A sealed segment's index checkpoint: `<16 hex digits>.tidx` ("Index checkpoints").
+    static let checkpointSuffix = ".tidx"
+    /// Appended to a checkpoint's name while it is written (`N.tidx.tmp`); removed at open.
+    static let checkpointTemporaryTail = ".tmp"
+    /// The space retention keeps for its head markers ("Retention and head markers").
+    static let reserveFileName = "RESERVE"
     /// Hex digits in a segment number.
     static let segmentNameDigits = 16
 
@@ -58,9 +64,14 @@ enum TranscriptFormat {
     }
 
     /// The number in a segment file name, nil for any other name.
-    static func segmentNumber(fromName name: String) -> UInt32? {
-        guard name.hasSuffix(segmentSuffix) else { return nil }
-        let digits = name.utf8.prefix(name.utf8.count - segmentSuffix.utf8.count)
+    static func segmentNumber(fromName name: String) -> UInt32? { number(fromName: name, suffix: segmentSuffix) }
+
+    /// The segment number in a checkpoint file name, nil for any other name.
+    static func checkpointNumber(fromName name: String) -> UInt32? { number(fromName: name, suffix: checkpointSuffix) }
+
+    private static func number(fromName name: String, suffix: String) -> UInt32? {
+        guard name.hasSuffix(suffix) else { return nil }
+        let digits = name.utf8.prefix(name.utf8.count - suffix.utf8.count)
         guard digits.count == segmentNameDigits,
             digits.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }),
             let value = UInt64(String(decoding: digits, as: UTF8.self), radix: 16),
@@ -76,6 +87,9 @@ struct SegmentHeader: Equatable {
     var createdMs: Int64
     var maxRecord: Int
     var epoch: String
+
+    /// The header's `header_crc`: identifies the segment (number, creation time, bound, epoch) in its checkpoint.
+    var crc: UInt32 { encoded().withUnsafeBytes { $0.loadLE(UInt32.self, at: TranscriptFormat.segmentHeaderCRCOffset) } }
 
     func encoded() -> [UInt8] {
         var b: [UInt8] = []

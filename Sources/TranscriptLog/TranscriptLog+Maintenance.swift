@@ -8,19 +8,21 @@ extension TranscriptLog {
     // MARK: Retention
 
     /// Deletes whole segments, oldest first, never the active one, per `retentionMaxAgeSeconds` and
-    /// `retentionMaxTotalBytes`. Sessions whose newest record would go get a head marker first, so their seqs
-    /// are never reused after a restart.
+    /// `retentionMaxTotalBytes`. One segment at a time: the sessions whose newest record is in it get a head marker
+    /// first (synced), so their seqs are never reused after a restart, then the segment and its checkpoint are
+    /// unlinked and the directory synced. If the disk is too full for the markers, the `RESERVE` file is released
+    /// and the markers written once more into the space it held; it is filled again after the unlinks.
     /// - Parameter nowMs: the current time (Unix ms) that ages are measured against.
     /// - Returns: the number of segments deleted.
-    /// - Throws: `.failed`, `.closed`, `.notWritable`, or the error of the marker write / unlink.
+    /// - Throws: `.failed`, `.closed`, `.notWritable`, or the error of the marker write / unlink (segments deleted
+    ///   before the error stay deleted). `.diskFull` only if even the reserve did not hold one segment's markers.
     public func applyRetention(nowMs: Int64) throws(TranscriptError) -> Int {
         let maxAgeMs = options.retentionMaxAgeSeconds.map { Int64($0) * 1000 }
         let maxTotal = options.retentionMaxTotalBytes
         guard maxAgeMs != nil || maxTotal != nil else { return 0 }
         return try writer.withLock { (w: inout Writer) throws(TranscriptError) -> Int in
             try checkWritable(w)
-            let (victims, markers) = shared.withLock {
-                (s: inout Shared) -> ([SegmentEntry], [(String, UInt64, Int64)]) in
+            let victims = shared.withLock { (s: inout Shared) -> [SegmentEntry] in
                 var total = s.segments.reduce(0) { $0 + $1.size }
                 var cut = 0
                 // Bounded by the segment count; stops at the active segment.
@@ -32,58 +34,134 @@ extension TranscriptLog {
                     total -= seg.size
                     cut += 1
                 }
-                guard cut > 0 else { return ([SegmentEntry](), [(String, UInt64, Int64)]()) }
-                let cutoff = UInt64(s.segments[cut].file.number) << 32
-                var markers: [(String, UInt64, Int64)] = []
-                for (name, index) in s.sessions where index.head > 0 && index.headLocation < cutoff {
-                    markers.append((name, index.head, index.lastTimestampMs))
-                }
-                return (Array(s.segments[0..<cut]), markers)
+                return Array(s.segments[0..<cut])
             }
-            guard !victims.isEmpty else { return 0 }
-            if !markers.isEmpty {
-                w.buffer.removeAll(keepingCapacity: true)
-                w.offsets.removeAll(keepingCapacity: true)
-                for m in markers {
-                    w.offsets.append(w.buffer.count)
-                    TranscriptFormat.appendHeadMarker(session: m.0, head: m.1, timestampMs: m.2, to: &w.buffer)
-                }
-                // The markers must be durable before the segments they replace are unlinked.
-                let base = try commitBuffer(&w, forceSync: true)
-                let number = w.active?.number ?? 0
-                let offsets = w.offsets
-                let size = w.activeSize
-                shared.withLock { s in
-                    for (k, m) in markers.enumerated() {
-                        s.sessions[m.0]?.raiseHead(
-                            to: m.1, timestampMs: m.2, location: makeLocation(segment: number, offset: base + offsets[k]))
-                    }
-                    if !s.segments.isEmpty { s.segments[s.segments.count - 1].size = size }
-                }
-            }
+            defer { if w.reserveReleased { fillReserve(&w) } }
             // Oldest first, each unlink made durable before the next, so a crash leaves a prefix removed, never a hole.
             var removed = 0
-            defer {
-                if removed > 0 {
-                    let keepFrom = victims[removed - 1].file.number &+ 1
-                    shared.withLock { s in
-                        s.segments.removeAll { $0.file.number < keepFrom }
-                        for i in s.sessions.indices { s.sessions.values[i].dropRecords(beforeSegment: keepFrom) }
+            for v in victims {
+                // Every older segment is gone already, so these are the sessions whose newest record is in `v`.
+                let cutoff = UInt64(v.file.number &+ 1) << 32
+                let markers = shared.withLock { s in
+                    s.sessions.compactMap { name, index in
+                        index.head > 0 && index.headLocation < cutoff ? (name, index.head, index.lastTimestampMs) : nil
                     }
                 }
-            }
-            for v in victims {
-                do throws(FileIOError) {
-                    try io.unlink(v.file.path)
-                } catch where error.errno == ENOENT {
-                } catch {
-                    throw TranscriptError.io(error, "unlink \(v.file.name)")
+                if !markers.isEmpty { try writeHeadMarkers(markers, &w) }
+                let checkpoint = SegmentCheckpoint.fileName(v.file.number)
+                for (path, name) in [(options.directory + "/" + checkpoint, checkpoint), (v.file.path, v.file.name)] {
+                    do throws(FileIOError) {
+                        try io.unlink(path)
+                    } catch where error.errno == ENOENT {
+                    } catch {
+                        throw TranscriptError.io(error, "unlink \(name)")
+                    }
                 }
                 if options.fsync != .never { try Self.syncDirectory(options.directory, io: io) }
                 removed += 1
+                let keepFrom = v.file.number &+ 1
+                shared.withLock { s in
+                    s.segments.removeAll { $0.file.number < keepFrom }
+                    for i in s.sessions.indices { s.sessions.values[i].dropRecords(beforeSegment: keepFrom) }
+                }
             }
             return removed
         }
+    }
+
+    /// Appends and syncs head markers (session, head, last event time) and publishes them. On `.diskFull` the
+    /// reserve is released and the write tried once more (the failed write was cut back, so nothing is doubled).
+    private func writeHeadMarkers(_ markers: [(String, UInt64, Int64)], _ w: inout Writer) throws(TranscriptError) {
+        w.buffer.removeAll(keepingCapacity: true)
+        w.offsets.removeAll(keepingCapacity: true)
+        for m in markers {
+            w.offsets.append(w.buffer.count)
+            TranscriptFormat.appendHeadMarker(session: m.0, head: m.1, timestampMs: m.2, to: &w.buffer)
+        }
+        // The markers must be durable before the segment they replace is unlinked.
+        let base: Int
+        do throws(TranscriptError) {
+            base = try commitBuffer(&w, forceSync: true)
+        } catch {
+            guard error.code == .diskFull, releaseReserve(&w) else { throw error }
+            base = try commitBuffer(&w, forceSync: true)
+        }
+        let number = w.active?.number ?? 0
+        let offsets = w.offsets
+        let size = w.activeSize
+        if w.activeSummary != nil {
+            for (k, m) in markers.enumerated() {
+                let slot = w.activeSummary!.slot(m.0)
+                w.activeSummary!.addMarker(slot: slot, seq: m.1, offset: base + offsets[k], timestampMs: m.2)
+            }
+        }
+        shared.withLock { s in
+            for (k, m) in markers.enumerated() {
+                s.sessions[m.0]?.raiseHead(
+                    to: m.1, timestampMs: m.2, location: makeLocation(segment: number, offset: base + offsets[k]))
+            }
+            if !s.segments.isEmpty { s.segments[s.segments.count - 1].size = size }
+        }
+    }
+
+    // MARK: Retention reserve
+
+    /// Whether this log keeps a reserve: writable, retention configured, `retentionReserveBytes` > 0.
+    var keepsReserve: Bool {
+        writable && options.retentionReserveBytes > 0
+            && (options.retentionMaxAgeSeconds != nil || options.retentionMaxTotalBytes != nil)
+    }
+
+    /// Bytes the `RESERVE` file holds now for retention's head markers (less than `retentionReserveBytes` while the
+    /// disk is too full to fill it; 0 without retention).
+    public var retentionReserveHeld: Int { writer.withLock { $0.reserveHeld } }
+
+    /// Fills the `RESERVE` file up to `retentionReserveBytes` with zeros (real blocks, not a hole) and syncs it
+    /// (except under `never`). A full disk leaves it partly filled: it is filled again after the next retention
+    /// that released it.
+    func fillReserve(_ w: inout Writer) {
+        guard keepsReserve else { return }
+        let target = options.retentionReserveBytes
+        if w.reserveFD < 0 {
+            guard let fd = try? io.open(options.directory + "/" + TranscriptFormat.reserveFileName, flags: O_RDWR | O_CREAT, mode: 0o644)
+            else { return }
+            w.reserveFD = fd
+            w.reserveHeld = Int((try? io.fileSize(fd)) ?? 0)
+        }
+        let zeros = [UInt8](repeating: 0, count: 64 << 10)
+        // Bounded: each pass writes a chunk toward the target or stops.
+        while w.reserveHeld < target {
+            let chunk = Array(zeros.prefix(target - w.reserveHeld))
+            do throws(FileIOError) {
+                try Self.writeAll(io, w.reserveFD, chunk, at: w.reserveHeld)
+            } catch {
+                // A partial chunk may be in the file: trust only what the size says.
+                w.reserveHeld = Int((try? io.fileSize(w.reserveFD)) ?? Int64(w.reserveHeld))
+                break
+            }
+            w.reserveHeld += chunk.count
+        }
+        if w.reserveHeld > target {
+            try? io.ftruncate(w.reserveFD, length: Int64(target))
+            w.reserveHeld = target
+        }
+        if options.fsync != .never { try? io.fdatasync(w.reserveFD) }
+        w.reserveReleased = false
+    }
+
+    /// Gives the reserve's space back to the file system (truncate, and a sync so the blocks are free now, not at
+    /// the next journal commit). - Returns: whether any space was released.
+    func releaseReserve(_ w: inout Writer) -> Bool {
+        guard w.reserveFD >= 0, w.reserveHeld > 0 else { return false }
+        do throws(FileIOError) {
+            try io.ftruncate(w.reserveFD, length: 0)
+            try io.fdatasync(w.reserveFD)
+        } catch {
+            return false
+        }
+        w.reserveHeld = 0
+        w.reserveReleased = true
+        return true
     }
 
     // MARK: Read-only mode
@@ -98,7 +176,8 @@ extension TranscriptLog {
         let started = ContinuousClock.now
         let scanner = SegmentScanner(
             io: options.io, directory: options.directory, policy: options.skipDamagedRecords ? .skip : .fail,
-            dedupe: DedupePolicy(options), writable: false)
+            dedupe: DedupePolicy(options), writable: false,
+            checkpoints: CheckpointUse(read: options.indexCheckpoints, write: false, sync: false))
         try scanner.scanAll()
         var result = scanner.result
         try rebuildDedupe(&result)
@@ -227,6 +306,10 @@ extension TranscriptLog {
             do throws(FileIOError) { try io.unlink(directory + "/" + name) } catch { throw TranscriptError.io(error, "unlink \(name)") }
             dropped += r.fileSizes[number] ?? 0
             deleted += 1
+        }
+        // Checkpoints of the cut and the deleted segments no longer describe them (open would ignore them anyway).
+        for number in r.fileSizes.keys where number >= cutNumber {
+            try? io.unlink(directory + "/" + SegmentCheckpoint.fileName(number))
         }
         try syncDirectory(directory, io: io)
         return RepairReport(

@@ -20,6 +20,10 @@ public final class TranscriptLog: Sendable {
         /// Ascending by number; the last is the active segment of a writer.
         var segments: [SegmentEntry]
         var closed = false
+        /// Checkpoints of sealed segments the writer could not write (each costs a scan of its segment at open).
+        var checkpointFailures = 0
+        /// Sessions whose dedupe window is evicted (`SessionIndex.dedupeEvicted`): appends skip the check when 0.
+        var evictedWindows = 0
 
         func segment(_ number: UInt32) -> SegmentEntry? {
             var lo = 0
@@ -63,6 +67,12 @@ public final class TranscriptLog: Sendable {
         var lockFD: Int32 = -1
         /// Read-only logs: where `refresh()` continues.
         var readOnlyTailStart = 0
+        /// The active segment's records as its checkpoint will describe them when it is sealed (nil: checkpoints off).
+        var activeSummary: SegmentSummary? = nil
+        /// The `RESERVE` file (-1 when none), the bytes it holds, and whether retention released it.
+        var reserveFD: Int32 = -1
+        var reserveHeld = 0
+        var reserveReleased = false
     }
 
     let options: TranscriptLogOptions
@@ -89,6 +99,8 @@ public final class TranscriptLog: Sendable {
         writer.withLock { w in
             if w.lockFD >= 0 { io.close(w.lockFD) }
             w.lockFD = -1
+            if w.reserveFD >= 0 { io.close(w.reserveFD) }
+            w.reserveFD = -1
         }
     }
 
@@ -118,9 +130,11 @@ public final class TranscriptLog: Sendable {
         let dir = options.directory
         let started = ContinuousClock.now
         var dirtyDirectory = try removeTemporaries(dir, io: io)
+        let checkpoints = CheckpointUse(
+            read: options.indexCheckpoints, write: options.indexCheckpoints, sync: options.fsync != .never)
         let scanner = SegmentScanner(
             io: io, directory: dir, policy: options.skipDamagedRecords ? .skip : .fail,
-            dedupe: DedupePolicy(options), writable: true)
+            dedupe: DedupePolicy(options), writable: true, checkpoints: checkpoints)
         try scanner.scanAll()
         var result = scanner.result
         for name in result.tornSegments {
@@ -143,6 +157,7 @@ public final class TranscriptLog: Sendable {
         var writer = Writer()
         writer.lockFD = lockFD
         writer.nextSegment = result.highestNumber &+ 1
+        writer.activeSummary = result.activeSummary
         var epoch = result.epoch
         // A new segment when there is none, or when the newest file was unusable (skipped damage): appends never
         // go into a damaged file or below a higher-numbered one.
@@ -152,6 +167,7 @@ public final class TranscriptLog: Sendable {
                 directory: dir, number: writer.nextSegment, epoch: epoch, maxRecord: options.maxRecordBytes,
                 sync: options.fsync != .never, io: io)
             writer.nextSegment &+= 1
+            writer.activeSummary = options.indexCheckpoints ? SegmentSummary() : nil
             result.segments.append(
                 SegmentEntry(
                     file: file, size: TranscriptFormat.segmentHeaderSize, newestEventMs: nil,
@@ -163,11 +179,14 @@ public final class TranscriptLog: Sendable {
         writer.active = active.file
         writer.activeSize = active.size
         writer.activeMaxRecord = active.maxRecord
-        try rebuildDedupe(&result)
+        let evicted = try rebuildDedupe(&result, idleBeforeMs: idleCutoff(options, nowMs: wallClockMs()))
         result.report.durationNanoseconds = nanoseconds(ContinuousClock.now - started)
-        return TranscriptLog(
-            options: options, writable: true, epoch: epoch, recovery: result.report,
-            shared: Shared(sessions: result.sessions, segments: result.segments), writer: writer)
+        var shared = Shared(sessions: result.sessions, segments: result.segments)
+        shared.evictedWindows = evicted
+        let log = TranscriptLog(
+            options: options, writable: true, epoch: epoch, recovery: result.report, shared: shared, writer: writer)
+        log.writer.withLock { log.fillReserve(&$0) }
+        return log
     }
 
     static func validate(_ o: TranscriptLogOptions) throws(TranscriptError) {
@@ -236,11 +255,18 @@ public final class TranscriptLog: Sendable {
         }
     }
 
+    /// Removes what a crash can leave behind: segments and checkpoints being created, and checkpoints whose
+    /// segment is gone (retention or repair removed it). - Returns: whether anything was removed.
     static func removeTemporaries(_ dir: String, io: any FileIO) throws(TranscriptError) -> Bool {
         let names: [String]
         do throws(FileIOError) { names = try io.listDirectory(dir) } catch { throw TranscriptError.io(error, "list \(dir)") }
         var removed = false
-        for name in names where name.hasSuffix(TranscriptFormat.temporarySuffix) {
+        let segments = Set(names.compactMap(TranscriptFormat.segmentNumber(fromName:)))
+        let checkpointTemporary = TranscriptFormat.checkpointSuffix + TranscriptFormat.checkpointTemporaryTail
+        for name in names
+        where name.hasSuffix(TranscriptFormat.temporarySuffix) || name.hasSuffix(checkpointTemporary)
+            || TranscriptFormat.checkpointNumber(fromName: name).map({ !segments.contains($0) }) ?? false
+        {
             do throws(FileIOError) { try io.unlink(dir + "/" + name) } catch { throw openError(error, "unlink \(name)") }
             removed = true
         }
@@ -320,28 +346,30 @@ public final class TranscriptLog: Sendable {
     /// records session by session would re-read every chunk once per session (O(sessions × log size); 100
     /// sessions over a 400 MB log read 40 GB). Sorted by location each chunk is read once, and each session's
     /// records still arrive in its seq order (a session's locations grow with its seqs).
-    static func rebuildDedupe(_ result: inout ScanResult) throws(TranscriptError) {
+    ///
+    /// Sessions whose newest event is older than `idleBeforeMs` are not rebuilt: their window is marked evicted
+    /// (rebuilt by their next publish, `warmDedupe`). - Returns: how many were marked.
+    @discardableResult
+    static func rebuildDedupe(_ result: inout ScanResult, idleBeforeMs: Int64? = nil) throws(TranscriptError) -> Int {
         var byNumber: [UInt32: SegmentEntry] = [:]
         for s in result.segments { byNumber[s.file.number] = s }
         var names: [String] = []
         var wanted: [(location: RecordLocation, slot: Int32)] = []
+        var idle: [String] = []
+        defer { for name in idle { result.sessions[name]?.dedupeEvicted = true } }
         for (name, index) in result.sessions where !index.dedupe.policy.isOff {
-            let policy = index.dedupe.policy
-            let count = index.locations.count
-            var from = max(0, count - policy.minIDs)
-            let cutoff = index.lastTimestampMs - Int64(policy.minSeconds) * 1000
-            // Bounded by the cap: each step takes one more record.
-            while from > 0 && count - from < policy.maxIDs
-                && (byNumber[UInt32(index.locations[from - 1] >> 32)]?.newestEventMs ?? .min) >= cutoff
-            {
-                from -= 1
+            if let before = idleBeforeMs, index.lastTimestampMs < before {
+                idle.append(name)
+                continue
             }
+            let from = windowStart(index) { byNumber[$0]?.newestEventMs }
+            let count = index.locations.count
             guard from < count else { continue }
             let slot = Int32(names.count)
             names.append(name)
             for i in from..<count { wanted.append((index.locations[i], slot)) }
         }
-        guard !wanted.isEmpty else { return }
+        guard !wanted.isEmpty else { return idle.count }
         wanted.sort { $0.location < $1.location }
         var indexes: [SessionIndex] = []
         indexes.reserveCapacity(names.count)
@@ -354,12 +382,58 @@ public final class TranscriptLog: Sendable {
         let reader = ChunkReader(capacity: 256 << 10)
         for w in wanted {
             guard let seg = byNumber[UInt32(w.location >> 32)] else { continue }
-            let (layout, view) = try fetch(reader, seg, offset: Int(w.location & 0xFFFF_FFFF))
-            let key = DedupeKey(
-                sub: String(decoding: UnsafeRawBufferPointer(rebasing: view[layout.sub]), as: UTF8.self),
-                id: String(decoding: UnsafeRawBufferPointer(rebasing: view[layout.id]), as: UTF8.self))
-            indexes[Int(w.slot)].dedupe.insert(key, seq: layout.seq, timestampMs: layout.timestampMs)
+            try insertRecord(reader, seg, offset: Int(w.location & 0xFFFF_FFFF), into: &indexes[Int(w.slot)].dedupe)
         }
+        return idle.count
+    }
+
+    /// Index (in `index.locations`) of the oldest record the session's dedupe window holds: the last `minIDs`, and
+    /// before them those of segments with an event inside the time window (`minSeconds` before the session's
+    /// newest event), at most `maxIDs`. `newestEventMs` gives a segment's newest event time by number.
+    static func windowStart(_ index: SessionIndex, newestEventMs: (UInt32) -> Int64?) -> Int {
+        let policy = index.dedupe.policy
+        let count = index.locations.count
+        var from = max(0, count - policy.minIDs)
+        let cutoff = index.lastTimestampMs - Int64(policy.minSeconds) * 1000
+        // Bounded by the cap: each step takes one more record.
+        while from > 0 && count - from < policy.maxIDs
+            && (newestEventMs(UInt32(index.locations[from - 1] >> 32)) ?? .min) >= cutoff
+        {
+            from -= 1
+        }
+        return from
+    }
+
+    /// Reads the event at `offset` and inserts its (sub, id) into `window` with its seq and time.
+    static func insertRecord(
+        _ reader: ChunkReader, _ seg: SegmentEntry, offset: Int, into window: inout DedupeWindow
+    ) throws(TranscriptError) {
+        let (layout, view) = try fetch(reader, seg, offset: offset)
+        let key = DedupeKey(
+            sub: String(decoding: UnsafeRawBufferPointer(rebasing: view[layout.sub]), as: UTF8.self),
+            id: String(decoding: UnsafeRawBufferPointer(rebasing: view[layout.id]), as: UTF8.self))
+        window.insert(key, seq: layout.seq, timestampMs: layout.timestampMs)
+    }
+
+    /// The time before which a session counts as idle for `dedupeIdleEvictionSeconds` (nil: eviction off).
+    static func idleCutoff(_ o: TranscriptLogOptions, nowMs: Int64) -> Int64? {
+        o.dedupeIdleEvictionSeconds > 0 ? nowMs - Int64(o.dedupeIdleEvictionSeconds) * 1000 : nil
+    }
+
+    /// A session's dedupe window rebuilt from the log (for an evicted one): its records, read through the index in
+    /// seq order, inserted as they were when they were appended, so it holds exactly what it held before.
+    /// Called under the `shared` lock (as `verifiedDuplicate` is): O(window) reads.
+    static func rebuiltWindow(_ s: Shared, _ index: SessionIndex) throws(TranscriptError) -> DedupeWindow {
+        var window = DedupeWindow(index.dedupe.policy)
+        guard !index.dedupe.policy.isOff else { return window }
+        let reader = ChunkReader(capacity: 256 << 10)
+        let from = windowStart(index) { s.segment($0)?.newestEventMs }
+        for i in from..<index.locations.count {
+            let location = index.locations[i]
+            guard let seg = s.segment(UInt32(location >> 32)) else { continue }
+            try insertRecord(reader, seg, offset: Int(location & 0xFFFF_FFFF), into: &window)
+        }
+        return window
     }
 
     /// The seq of (sub, id) if the session's dedupe window remembers it: each candidate of the key's fingerprint is
@@ -367,6 +441,14 @@ public final class TranscriptLog: Sendable {
     /// duplicate. A candidate that can no longer be read (removed by retention, or a read error) does not count:
     /// the publish is stored as a new event. Called under the `shared` lock; reads only on a fingerprint hit.
     static func verifiedDuplicate(_ s: Shared, _ index: SessionIndex, _ key: DedupeKey) -> UInt64? {
+        if index.dedupeEvicted {
+            // `lookup` on an evicted session (appends warm the window first): a rebuilt copy, not kept.
+            var warm = index
+            guard let window = try? rebuiltWindow(s, index) else { return nil }
+            warm.dedupe = window
+            warm.dedupeEvicted = false
+            return verifiedDuplicate(s, warm, key)
+        }
         let candidates = index.dedupe.candidates(key.fingerprint)
         guard !candidates.isEmpty else { return nil }
         let reader = ChunkReader(capacity: 4096)
@@ -450,6 +532,7 @@ public final class TranscriptLog: Sendable {
                 }
                 largest = max(largest, size)
             }
+            try warmDedupe(batch)
             let outcomes = plan(batch, &w)
             guard !w.planned.isEmpty else { return outcomes }
             w.buffer.removeAll(keepingCapacity: true)
@@ -470,6 +553,51 @@ public final class TranscriptLog: Sendable {
             publish(batch, &w, base: base)
             return outcomes
         }
+    }
+
+    /// Rebuilds the evicted dedupe windows of the batch's sessions from the log before the batch is planned, so a
+    /// retry of an old id is still a duplicate. Costs nothing while no window is evicted.
+    /// - Throws: the read error (`.ioError`, `.corrupted`); the batch is then refused, nothing written.
+    private func warmDedupe(_ batch: [AppendRequest]) throws(TranscriptError) {
+        try shared.withLock { (s: inout Shared) throws(TranscriptError) in
+            guard s.evictedWindows > 0 else { return }
+            var done: Set<String> = []
+            for r in batch where !done.contains(r.session) {
+                done.insert(r.session)
+                guard let index = s.sessions[r.session], index.dedupeEvicted else { continue }
+                let window = try Self.rebuiltWindow(s, index)
+                s.sessions[r.session]?.dedupe = window
+                s.sessions[r.session]?.dedupeEvicted = false
+                s.evictedWindows -= 1
+            }
+        }
+    }
+
+    /// Drops from memory the dedupe window of every session whose newest event is older than
+    /// `dedupeIdleEvictionSeconds` before `nowMs` (their next publish rebuilds it from the log). Called on the
+    /// storage thread's retention tick. - Returns: the number of windows dropped.
+    @discardableResult
+    public func evictIdleDedupe(nowMs: Int64) -> Int {
+        guard let idle = Self.idleCutoff(options, nowMs: nowMs) else { return 0 }
+        return writer.withLock { _ in
+            shared.withLock { s in
+                var evicted = 0
+                for i in s.sessions.indices {
+                    let index = s.sessions.values[i]
+                    guard !index.dedupeEvicted, !index.dedupe.policy.isOff, index.lastTimestampMs < idle else { continue }
+                    s.sessions.values[i].dedupe = DedupeWindow(index.dedupe.policy)
+                    s.sessions.values[i].dedupeEvicted = true
+                    evicted += 1
+                }
+                s.evictedWindows += evicted
+                return evicted
+            }
+        }
+    }
+
+    /// Bytes the dedupe windows of all sessions hold in memory (ring, times, index), and how many are evicted.
+    public var dedupeMemory: (bytes: Int, evictedSessions: Int) {
+        shared.withLock { s in (s.sessions.values.reduce(0) { $0 + $1.dedupe.memoryBytes }, s.evictedWindows) }
     }
 
     func checkWritable(_ w: Writer) throws(TranscriptError) {
@@ -604,6 +732,13 @@ public final class TranscriptLog: Sendable {
         let offsets = w.offsets
         let size = w.activeSize
         let names = w.slotSessions
+        if w.activeSummary != nil {
+            let slots = names.map { w.activeSummary!.slot($0) }
+            for (k, p) in planned.enumerated() {
+                w.activeSummary!.addEvent(
+                    slot: slots[p.slot], seq: p.seq, offset: base + offsets[k], timestampMs: batch[p.index].timestampMs)
+            }
+        }
         shared.withLock { s in
             for name in names where s.sessions[name] == nil { s.sessions[name] = SessionIndex(dedupe: policy) }
             // No insertion below, so these indices stay valid while values are updated in place.
@@ -642,6 +777,11 @@ public final class TranscriptLog: Sendable {
             throw error
         }
         w.nextSegment += 1
+        if let sealed = w.active, let header = sealed.header, let summary = w.activeSummary, summary.regular {
+            writeCheckpoint(
+                SegmentCheckpoint(number: sealed.number, segmentSize: w.activeSize, headerCRC: header.crc, summary: summary))
+        }
+        w.activeSummary = options.indexCheckpoints ? SegmentSummary() : nil
         w.active = file
         w.activeSize = TranscriptFormat.segmentHeaderSize
         w.activeMaxRecord = options.maxRecordBytes
@@ -650,6 +790,19 @@ public final class TranscriptLog: Sendable {
             createdMs: file.header?.createdMs ?? 0, maxRecord: options.maxRecordBytes)
         shared.withLock { $0.segments.append(entry) }
     }
+
+    /// Writes a sealed segment's checkpoint. A failure (a full disk, say) is counted and otherwise ignored: the
+    /// segment is durable already, and without its checkpoint the next open scans it.
+    private func writeCheckpoint(_ c: SegmentCheckpoint) {
+        do throws(TranscriptError) {
+            try c.write(directory: options.directory, sync: options.fsync != .never, io: io)
+        } catch {
+            shared.withLock { $0.checkpointFailures += 1 }
+        }
+    }
+
+    /// Checkpoints of sealed segments that could not be written since open (the next open scans those segments).
+    public var checkpointWriteFailures: Int { shared.withLock { $0.checkpointFailures } }
 
     // MARK: Sync and close
 
@@ -679,6 +832,8 @@ public final class TranscriptLog: Sendable {
             w.active = nil
             if w.lockFD >= 0 { io.close(w.lockFD) }
             w.lockFD = -1
+            if w.reserveFD >= 0 { io.close(w.reserveFD) }
+            w.reserveFD = -1
             shared.withLock { s in
                 s.closed = true
                 s.segments.removeAll()

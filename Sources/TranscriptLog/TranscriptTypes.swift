@@ -34,8 +34,18 @@ public struct TranscriptLogOptions: Sendable {
     /// The per-session cap on remembered ids (~31 bytes each): at the cap the oldest is forgotten, even inside the
     /// time window. At least `dedupeWindowPerSession`.
     public var dedupeMaxPerSession: Int = 1 << 20
+    /// A session whose newest event is older than this many seconds has its dedupe window dropped from memory
+    /// (at open, and by `evictIdleDedupe(nowMs:)`); its next publish rebuilds it from the log, so dedupe stays
+    /// exact (docs/transcript-format.md, "Dedupe window"). 0: windows stay in memory for as long as the log is open.
+    public var dedupeIdleEvictionSeconds: Int = 3600
     /// The bound on a record's payload: a larger length on disk is corruption, never an allocation (1 KiB ... 256 MiB).
     public var maxRecordBytes: Int = 2 << 20
+    /// Write an index checkpoint next to every sealed segment and use it at open instead of scanning the segment
+    /// (docs/transcript-format.md, "Index checkpoints"). Off: every open scans every record (the old behaviour).
+    public var indexCheckpoints: Bool = true
+    /// Bytes kept in the `RESERVE` file for retention's head markers, released when a marker write finds the disk
+    /// full, so retention can always free a full disk (0: no reserve). Writable opens only.
+    public var retentionReserveBytes: Int = 1 << 20
     /// The I/O layer (injectable for fault tests).
     public var io: any FileIO = PosixFileIO()
 
@@ -168,9 +178,15 @@ public struct SessionSummary: Sendable, Equatable {
 
 /// What recovery found when the log was opened.
 public struct RecoveryReport: Sendable, Equatable {
-    /// Segment files scanned.
+    /// Segment files whose records were scanned.
     public var segmentsScanned: Int = 0
-    /// Valid records scanned (events and head markers).
+    /// Sealed segments recovered from their index checkpoint instead of a scan.
+    public var segmentsFromCheckpoint: Int = 0
+    /// Checkpoints written at open for sealed segments that had none (or a damaged or stale one).
+    public var checkpointsWritten: Int = 0
+    /// Checkpoints that could not be written at open (the segment is scanned again next time; nothing is lost).
+    public var checkpointWriteFailures: Int = 0
+    /// Valid records recovered (events and head markers), scanned or from checkpoints.
     public var recordsScanned: Int = 0
     /// Bytes of a torn tail removed (or, read-only, ignored) at the end of the last segment.
     public var truncatedBytes: Int = 0

@@ -1,9 +1,12 @@
 // transcript-bench: throughput and latency of the transcript log (figures in docs/benchmarks.md).
 //
-// Usage: transcript-bench [--large] [--dir PATH] [--events N]
+// Usage: transcript-bench [--large] [--restart GIB [--cold]] [--dir PATH] [--events N]
 //   default: CRC32C speed; append throughput per fsync policy for 200 B and 2 KB events (batches of 256,
 //            16 sessions); p50/p99 batch-commit latency with `always`.
 //   --large: also builds a 1 GiB log, times reading the last 1,000 events of one session, and open/recovery.
+//   --restart GIB: only builds a GIB GiB log (200 B events, 16 sessions, 64 MiB segments, fsync never) and times
+//            open with a full scan (index checkpoints off), the first open with checkpoints on when none exist yet
+//            (it writes them), and open with checkpoints; --cold also drops the page cache before each (root).
 // Files go to --dir (default /tmp/transcript-bench-<pid>) and are deleted afterwards.
 
 import Foundation
@@ -14,6 +17,8 @@ struct Config {
     var large = false
     var dir = "/tmp/transcript-bench-\(getpid())"
     var events = 400_000
+    var restartGiB = 0
+    var cold = false
 }
 
 func parseArguments() -> Config {
@@ -22,10 +27,12 @@ func parseArguments() -> Config {
     while let a = args.popFirst() {
         switch a {
         case "--large": c.large = true
+        case "--restart": if let v = args.popFirst(), let n = Int(v), n > 0 { c.restartGiB = n }
+        case "--cold": c.cold = true
         case "--dir": if let v = args.popFirst() { c.dir = v }
         case "--events": if let v = args.popFirst(), let n = Int(v), n > 0 { c.events = n }
         default:
-            print("usage: transcript-bench [--large] [--dir PATH] [--events N]")
+            print("usage: transcript-bench [--large] [--restart GIB [--cold]] [--dir PATH] [--events N]")
             exit(2)
         }
     }
@@ -107,24 +114,36 @@ func benchAppend(_ c: Config, policy: FsyncPolicy, size: Int, events: Int) throw
     print(line)
 }
 
-func benchLarge(_ c: Config) throws {
-    let dir = c.dir + "/large"
-    removeTree(dir)
-    defer { removeTree(dir) }
-    var o = TranscriptLogOptions(directory: dir)
-    o.fsync = .never
-    var log = try TranscriptLog.open(o)
-    let target = 1 << 30
+/// Appends 200 B events round-robin over `sessions`, 1,024 per call, until about `bytes` are on disk.
+/// - Returns: the events and bytes written.
+func fill(_ log: TranscriptLog, bytes target: Int, sessions: Int) throws -> (events: Int, bytes: Int) {
     var written = 0
     var i = 0
-    let sessions = 16
-    let buildStart = ContinuousClock.now
-    while written < target {
+    while written < target {  // bounded: each call writes 1,024 events
         let batch = makeBatch(start: i, count: 1024, size: 200, sessions: sessions)
         _ = try log.append(batch)
         written += batch.reduce(0) { $0 + 74 + $1.data.count }
         i += 1024
     }
+    return (i, written)
+}
+
+/// Options for a scratch log in `dir` (emptied first), fsync `never`: building a large log quickly.
+func scratchOptions(_ dir: String) -> TranscriptLogOptions {
+    removeTree(dir)
+    var o = TranscriptLogOptions(directory: dir)
+    o.fsync = .never
+    return o
+}
+
+func benchLarge(_ c: Config) throws {
+    let dir = c.dir + "/large"
+    let o = scratchOptions(dir)
+    defer { removeTree(dir) }
+    var log = try TranscriptLog.open(o)
+    let sessions = 16
+    let buildStart = ContinuousClock.now
+    let (i, written) = try fill(log, bytes: 1 << 30, sessions: sessions)
     try log.sync()
     print(String(format: "built %.2f GiB log: %d events in %d sessions in %.1f s", Double(written) / Double(1 << 30), i, sessions, seconds(ContinuousClock.now - buildStart)))
     func timeRead(_ log: TranscriptLog, _ label: String) throws {
@@ -163,7 +182,58 @@ func benchLarge(_ c: Config) throws {
     }
 }
 
+/// Restart time of a large log, with and without index checkpoints (docs/benchmarks.md, "Restart").
+func benchRestart(_ c: Config) throws {
+    let dir = c.dir + "/restart"
+    var o = scratchOptions(dir)
+    defer { removeTree(dir) }
+    o.indexCheckpoints = false  // built without, so the "first open" below is the upgrade path
+    o.dedupeIdleEvictionSeconds = 0  // the events are months old: with eviction, open would skip the dedupe rebuild
+    let buildStart = ContinuousClock.now
+    let log = try TranscriptLog.open(o)
+    let (i, written) = try fill(log, bytes: c.restartGiB << 30, sessions: 16)
+    try log.close()
+    print(String(format: "built a %.2f GiB log: %d events in 16 sessions in %.1f s", Double(written) / Double(1 << 30), i, seconds(ContinuousClock.now - buildStart)))
+    func timeOpen(_ label: String, checkpoints: Bool) throws {
+        if c.cold {
+            sync()
+            if let f = fopen("/proc/sys/vm/drop_caches", "w") {
+                fputs("3\n", f)
+                fclose(f)
+            }
+        }
+        var options = o
+        options.indexCheckpoints = checkpoints
+        let t0 = ContinuousClock.now
+        let log = try TranscriptLog.open(options)
+        let wall = seconds(ContinuousClock.now - t0)
+        let r = log.recovery
+        guard log.head(session: "s7") == UInt64(i / 16) else {
+            print("recovered head \(log.head(session: "s7")), expected \(i / 16)")
+            exit(1)
+        }
+        try log.close()
+        print(String(format: "%@: %.2f s (%d records; %d segments scanned, %d from checkpoints, %d checkpoints written; page cache %@)",
+            label, wall, r.recordsScanned, r.segmentsScanned, r.segmentsFromCheckpoint, r.checkpointsWritten, c.cold ? "dropped" : "warm"))
+    }
+    try timeOpen("open, full scan (checkpoints off)", checkpoints: false)
+    try timeOpen("first open with checkpoints (writes them)", checkpoints: true)
+    try timeOpen("open with checkpoints", checkpoints: true)
+    try timeOpen("open with checkpoints, again", checkpoints: true)
+}
+
 let config = parseArguments()
+if config.restartGiB > 0 {
+    do {
+        try FileManager.default.createDirectory(atPath: config.dir, withIntermediateDirectories: true)
+        defer { removeTree(config.dir) }
+        try benchRestart(config)
+    } catch {
+        print("benchmark failed: \(error)")
+        exit(1)
+    }
+    exit(0)
+}
 do {
     removeTree(config.dir)
     try FileManager.default.createDirectory(atPath: config.dir, withIntermediateDirectories: true)

@@ -23,14 +23,21 @@ import TranscriptLog
         }
     }
 
-    @Test(.enabled(if: canMount, "needs root to mount a 1 MiB tmpfs for a real ENOSPC"))
-    func enospc() throws {
+    /// Runs `body` with a fresh tmpfs of `megabytes` MiB mounted on a temporary directory (needs `canMount`).
+    func withTmpfs(megabytes: Int, _ body: (String) throws -> Void) throws {
         try withTemporaryDirectory { dir in
-            guard mount("tmpfs", dir, "tmpfs", 0, "size=1m") == 0 else {
+            guard mount("tmpfs", dir, "tmpfs", 0, "size=\(megabytes)m") == 0 else {
                 Issue.record("mount failed: errno \(errno)")
                 return
             }
             defer { umount2(dir, Int32(MNT_DETACH)) }
+            try body(dir)
+        }
+    }
+
+    @Test(.enabled(if: canMount, "needs root to mount a 1 MiB tmpfs for a real ENOSPC"))
+    func enospc() throws {
+        try withTmpfs(megabytes: 1) { dir in
             let filler = dir + "/filler"
             writeBytes(filler, [UInt8](repeating: 1, count: 256 << 10))
             let logDir = dir + "/log"
@@ -39,8 +46,10 @@ import TranscriptLog
             var acked: [String: [AppendRequest]] = [:]
             var n = 0
             var full: TranscriptError? = nil
+            var refused: [AppendRequest] = []
             for _ in 0..<2000 {  // 1 MiB fills long before 2,000 batches of 8 x 600 B
                 let batch = (0..<8).map { k in event("s\(k % 2)", n + k, dataBytes: 600) }
+                refused = batch
                 switch Result(catching: { () throws(TranscriptError) in try log.append(batch) }) {
                 case .success:
                     for e in batch { acked[e.session, default: []].append(e) }
@@ -55,7 +64,7 @@ import TranscriptLog
             let v = try TranscriptLog.verify(directory: logDir)
             #expect(v.damage.isEmpty && v.recovery.truncatedBytes == 0)
             try Self.expectHolds(log, acked: acked)
-            expectError(.diskFull) { _ = try log.append([event("s0", 100_000, dataBytes: 600)]) }  // still full, still usable
+            expectError(.diskFull) { _ = try log.append(refused) }  // the publisher's retry: still full, still usable
             try FileManager.default.removeItem(atPath: filler)
             let out = try log.append([event("s0", 100_001)])
             acked["s0", default: []].append(event("s0", 100_001))
@@ -68,6 +77,86 @@ import TranscriptLog
         }
     }
 
+    /// G18: retention frees a full disk. Idle sessions' last events are in the oldest segments (so deleting those
+    /// needs head markers); the disk is filled until not even a one-byte event fits. Retention then still deletes
+    /// (the markers go into the space the `RESERVE` file held), appends succeed again, and after a reopen every
+    /// acked event that retention kept is there, no removed one is back, and no seq is reused.
+    static func retentionFreesFullDisk(
+        _ o: TranscriptLogOptions, fill: () -> Void, segmentCount: () throws -> Int
+    ) throws {
+        var log = try TranscriptLog.open(o)
+        #expect(log.retentionReserveHeld == o.retentionReserveBytes)
+        let idle = (0..<20).map { event("idle\($0)", $0 + 1) }
+        _ = try log.append(idle)
+        fill()
+        var acked: [String: [AppendRequest]] = [:]
+        var n = 100
+        var full = false
+        for _ in 0..<20_000 {  // bounded: the disk fills long before
+            let batch = (0..<4).map { k in event("b\(k % 2)", n + k, dataBytes: 400) }
+            switch Result(catching: { () throws(TranscriptError) in try log.append(batch) }) {
+            case .success:
+                for e in batch { acked[e.session, default: []].append(e) }
+                n += 4
+            case .failure(let e):
+                #expect(e.code == .diskFull, "\(e)")
+                full = true
+            }
+            if full { break }
+        }
+        #expect(full)
+        for _ in 0..<20_000 {  // then single tiny events until not even one fits
+            let e = event("b0", n, dataBytes: 1)
+            guard (try? log.append([e])) != nil else { break }
+            acked["b0", default: []].append(e)
+            n += 1
+        }
+        expectError(.diskFull) { _ = try log.append([event("b1", n, dataBytes: 1)]) }
+        let segments = try segmentCount()
+        let deleted = try log.applyRetention(nowMs: 1_700_000_000_000 + 100_000_000)
+        #expect(deleted == segments - 1)
+        let next = event("b1", n + 1, dataBytes: 400)
+        #expect(try log.append([next]) == [.appended(seq: UInt64(acked["b1", default: []].count + 1))])
+        acked["b1", default: []].append(next)
+        #expect(log.retentionReserveHeld == o.retentionReserveBytes)  // filled again from the space freed
+        try log.close()
+        log = try TranscriptLog.open(o)
+        for i in 0..<20 {
+            let s = try #require(log.summary(session: "idle\(i)"))
+            #expect(s.head == 1 && s.firstHeld == 2)  // its head is kept; its removed event stays removed
+        }
+        for (session, events) in acked {
+            let r = try readAll(log, session)
+            #expect(log.head(session: session) == UInt64(events.count), "nothing acked after the cut is lost")
+            let kept = Array(events.suffix(r.count))
+            #expect(r.map(\.id) == kept.map(\.id) && r.first?.seq == UInt64(events.count - r.count + 1))
+        }
+        let again = try log.append([event("idle0", 99_999)])
+        #expect(again == [.appended(seq: 2)])  // seq 1 is never reused
+        try log.close()
+    }
+
+    @Test func retentionFreesAFullDiskInMemory() throws {
+        let io = MemoryFileIO(directories: ["/mem"])
+        var o = testOptions("/mem/log", fsync: .always, segmentMaxBytes: 16 << 10)
+        o.io = io
+        o.retentionMaxAgeSeconds = 3600
+        o.retentionReserveBytes = 8 << 10
+        try Self.retentionFreesFullDisk(o, fill: { io.setCapacity(io.usedBytes() + (160 << 10)) }) {
+            try io.listDirectory("/mem/log").filter { $0.hasSuffix(".tlog") }.count
+        }
+    }
+
+    @Test(.enabled(if: canMount, "needs root to mount a 1 MiB tmpfs for a real ENOSPC"))
+    func retentionFreesAFullTmpfs() throws {
+        try withTmpfs(megabytes: 1) { dir in
+            var o = testOptions(dir + "/log", fsync: .always, segmentMaxBytes: 64 << 10)
+            o.retentionMaxAgeSeconds = 3600
+            o.retentionReserveBytes = 16 << 10
+            try Self.retentionFreesFullDisk(o, fill: {}) { segmentFiles(o.directory).count }
+        }
+    }
+
     /// G7: an I/O error on write or fdatasync is never acknowledged, and the log refuses writes until reopened.
     @Test(arguments: ["pwrite", "fdatasync"])
     func eioOnWriteAndFsync(operation: String) throws {
@@ -75,6 +164,7 @@ import TranscriptLog
             let io = MemoryFileIO(directories: ["/mem"])
             var o = testOptions("/mem/log", fsync: .always, segmentMaxBytes: 4096)
             o.io = io
+            o.indexCheckpoints = false  // every pwrite/fdatasync counted is the log's own (checkpoints: CheckpointTests)
             var log = try TranscriptLog.open(o)
             io.inject(operation, after: failAt, errno: EIO)
             var acked: [String: [AppendRequest]] = [:]

@@ -124,7 +124,10 @@ import TranscriptLog
                     return (offset, mask)
                 } ?? nil
                 if let (offset, mask) = flipped {
-                    let e = expectError(.corrupted) { _ = try TranscriptLog.open(o) }
+                    // A full scan refuses it (a checkpointed open scans only the active segment: G17).
+                    var scan = o
+                    scan.indexCheckpoints = false
+                    let e = expectError(.corrupted) { _ = try TranscriptLog.open(scan) }
                     #expect(e?.segment == target, "step \(step); \(context)")
                     _ = io.withFile(path) { bytes in bytes[offset] ^= mask }  // undo, so the model stays valid
                 }

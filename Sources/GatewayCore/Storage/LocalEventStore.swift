@@ -305,6 +305,8 @@ final class LocalEventStore: EventStore, @unchecked Sendable {
                 } catch {
                     logger.error("retention failed", metadata: ["error": "\(error)"])
                 }
+                // Idle sessions' dedupe windows leave memory; their next publish rebuilds them from the log.
+                log.evictIdleDedupe(nowMs: WallClock.nowMs())
             }
             if stopping && state.withLock({ $0.inbox.isEmpty }) { break }
         }
