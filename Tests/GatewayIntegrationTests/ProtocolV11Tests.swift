@@ -289,7 +289,8 @@ struct ProtocolV11Tests {
     /// A replay whose reads keep failing does not leave a live subscription with a stale cursor: after a bounded
     /// number of tries the subscription ends with `left` `reset`; the connection lives, and a re-join replays once
     /// the disk reads again. A failing history read is `unavailable`.
-    @Test func failingReplayReadsEndTheSubscriptionWithReset() async throws {
+    @Test(.disabled(if: GatewayEnvironment.redisURL != nil, "the fault-injecting file layer is the local engine's"))
+    func failingReplayReadsEndTheSubscriptionWithReset() async throws {
         let dir = TestDirs.make("v11-reset")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let io = FlakySyncIO()
