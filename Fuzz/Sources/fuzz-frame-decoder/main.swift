@@ -55,6 +55,27 @@ func reencode(_ frame: ClientFrame) -> [UInt8] {
             out.append(contentsOf: Array(String(s).utf8))
         }
         if let e = j.epoch { string("epoch", e) }
+        if let n = j.last {
+            key("last")
+            out.append(contentsOf: Array(String(n).utf8))
+        }
+        if j.presence {
+            key("presence")
+            out.append(contentsOf: Array("true".utf8))
+        }
+    case .refresh(let r):
+        string("type", "refresh")
+        string("token", r.token)
+    case .history(let h):
+        string("type", "history")
+        string("session", h.session)
+        if let b = h.before {
+            key("before")
+            out.append(contentsOf: Array(String(b).utf8))
+        }
+        key("limit")
+        out.append(contentsOf: Array(String(h.limit).utf8))
+        if let id = h.id { string("id", id) }
     case .leave(let l):
         string("type", "leave")
         string("session", l.session)
