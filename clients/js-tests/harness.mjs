@@ -1,5 +1,6 @@
 // Test harness: runs the real gateway binary on a loopback port, mints tokens, loads node-ws.
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -137,4 +138,31 @@ export async function rawPeer(url, token) {
   peer.send({ type: 'hello', token });
   await peer.next((f) => f.type === 'welcome');
   return peer;
+}
+
+/** A TCP proxy in front of the gateway that can stop forwarding to the client and cut every connection. */
+export class TcpProxy {
+  constructor(targetPort) {
+    this.targetPort = targetPort;
+    this.pairs = new Set();
+    this.blackholeDown = false;
+    this.server = net.createServer((down) => {
+      const up = net.connect(this.targetPort, '127.0.0.1');
+      const pair = { down, up };
+      this.pairs.add(pair);
+      down.on('data', (d) => up.write(d));
+      up.on('data', (d) => { if (!this.blackholeDown) down.write(d); });
+      const end = () => { down.destroy(); up.destroy(); this.pairs.delete(pair); };
+      down.on('error', end).on('close', end);
+      up.on('error', end).on('close', end);
+    });
+  }
+  async listen() {
+    await new Promise((r) => this.server.listen(0, '127.0.0.1', r));
+    this.port = this.server.address().port;
+    return this;
+  }
+  get url() { return `ws://127.0.0.1:${this.port}/v1/ws`; }
+  cutAll() { for (const { down, up } of [...this.pairs]) { down.destroy(); up.destroy(); } }
+  close() { this.cutAll(); this.server.close(); }
 }

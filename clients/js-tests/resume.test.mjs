@@ -1,41 +1,14 @@
 // Forced disconnects mid-stream: the client must resume without loss or duplicates and re-send unacked
 // publishes with the same id.
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 
 import { State, connect } from '../web/client/v1/gateway-client.js';
-import { Gateway, WebSocket, rawPeer, sleep, waitFor } from './harness.mjs';
+import { Gateway, TcpProxy, WebSocket, rawPeer, sleep, waitFor } from './harness.mjs';
 
 const T = { timeout: 60_000 };
 const fast = { backoffInitialMs: 50, backoffMaxMs: 500 };
 
-/** A TCP proxy in front of the gateway that can stop forwarding to the client and cut every connection. */
-class Proxy {
-  constructor(targetPort) {
-    this.targetPort = targetPort;
-    this.pairs = new Set();
-    this.blackholeDown = false;
-    this.server = net.createServer((down) => {
-      const up = net.connect(this.targetPort, '127.0.0.1');
-      const pair = { down, up };
-      this.pairs.add(pair);
-      down.on('data', (d) => up.write(d));
-      up.on('data', (d) => { if (!this.blackholeDown) down.write(d); });
-      const end = () => { down.destroy(); up.destroy(); this.pairs.delete(pair); };
-      down.on('error', end).on('close', end);
-      up.on('error', end).on('close', end);
-    });
-  }
-  async listen() {
-    await new Promise((r) => this.server.listen(0, '127.0.0.1', r));
-    this.port = this.server.address().port;
-    return this;
-  }
-  get url() { return `ws://127.0.0.1:${this.port}/v1/ws`; }
-  cutAll() { for (const { down, up } of [...this.pairs]) { down.destroy(); up.destroy(); } }
-  close() { this.cutAll(); this.server.close(); }
-}
 
 describe('resume', { timeout: 180_000 }, () => {
   let gw;
@@ -114,7 +87,7 @@ describe('resume', { timeout: 180_000 }, () => {
 
   test('socket killed after the gateway stored a publish but before the ack arrived: same id re-sent, deduped', T, async () => {
     const session = 's-ackloss';
-    const proxy = await new Proxy(gw.port).listen();
+    const proxy = await new TcpProxy(gw.port).listen();
     try {
       const observer = await rawPeer(gw.url, gw.token({ sub: 'obs', role: 'operator' }));
       observer.send({ type: 'join', session });
@@ -150,7 +123,7 @@ describe('resume', { timeout: 180_000 }, () => {
 
   test('a silent connection is detected by the ping timeout and resumed', T, async () => {
     const session = 's-silent';
-    const proxy = await new Proxy(gw.port).listen();
+    const proxy = await new TcpProxy(gw.port).listen();
     try {
       const user = connect({
         WebSocket, url: proxy.url, ...fast, pingIntervalMs: 300, pongTimeoutMs: 300, helloTimeoutMs: 2000,

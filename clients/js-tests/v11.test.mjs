@@ -2,39 +2,14 @@
 // paging and join `last`, `left` forbidden after a narrowing refresh; token streams (snapshot, deltas, final
 // message, gateway-finalized interrupted stream).
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 
 import { ForbiddenError, State, connect } from '../web/client/v1/gateway-client.js';
-import { Gateway, WebSocket, mintToken, sleep, waitFor } from './harness.mjs';
+import { Gateway, TcpProxy, WebSocket, mintToken, sleep, waitFor } from './harness.mjs';
 
 const T = { timeout: 60_000 };
 const fast = { backoffInitialMs: 50, backoffMaxMs: 500 };
 
-/** A TCP proxy that can cut every connection (to force reconnects). */
-class Proxy {
-  constructor(targetPort) {
-    this.pairs = new Set();
-    this.server = net.createServer((down) => {
-      const up = net.connect(targetPort, '127.0.0.1');
-      const pair = { down, up };
-      this.pairs.add(pair);
-      down.pipe(up);
-      up.pipe(down);
-      const end = () => { down.destroy(); up.destroy(); this.pairs.delete(pair); };
-      down.on('error', end).on('close', end);
-      up.on('error', end).on('close', end);
-    });
-  }
-  async listen() {
-    await new Promise((r) => this.server.listen(0, '127.0.0.1', r));
-    this.port = this.server.address().port;
-    return this;
-  }
-  get url() { return `ws://127.0.0.1:${this.port}/v1/ws`; }
-  cutAll() { for (const { down, up } of [...this.pairs]) { down.destroy(); up.destroy(); } }
-  close() { this.cutAll(); this.server.close(); }
-}
 
 describe('protocol v1.1: refresh', { timeout: 120_000 }, () => {
   let gw;
@@ -157,7 +132,7 @@ describe('protocol v1.1: presence, history, join last', { timeout: 120_000 }, ()
 
   test('presence across two tabs of one user: one join, one leave; conns counted; re-synced after a reconnect', T, async () => {
     const S = 's-presence';
-    const proxy = await new Proxy(gw.port).listen();
+    const proxy = await new TcpProxy(gw.port).listen();
     try {
       const watcher = connect({ WebSocket, url: proxy.url, ...fast, getToken: () => gw.token({ sub: 'watcher', role: 'agent', sessions: ['*'] }) });
       clients.push(watcher);
